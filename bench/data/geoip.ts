@@ -118,6 +118,10 @@ export function formatIPv4(v: number): string {
 
 // ---------------------------------------------------------------- expansion
 
+function bitLength(v: bigint): number {
+  return v === 0n ? 0 : v.toString(2).length;
+}
+
 /**
  * Minimal CIDR cover of the inclusive range [start, end] in a `bits`-wide
  * address space, as [network, prefixLength] pairs in address order.
@@ -125,16 +129,14 @@ export function formatIPv4(v: number): string {
 export function rangeToPrefixes(start: bigint, end: bigint, bits: 32 | 128): Array<[bigint, number]> {
   if (start > end) throw new Error(`bench/data/geoip: range start > end (${start} > ${end})`);
   const out: Array<[bigint, number]> = [];
-  const B = BigInt(bits);
   let cur = start;
   while (cur <= end) {
-    // largest block aligned at cur ...
-    let size = cur === 0n ? B : 0n;
-    if (cur !== 0n) while (size < B && ((cur >> size) & 1n) === 0n) size++;
-    // ... that does not pass end
-    while (size > 0n && cur + (1n << size) - 1n > end) size--;
-    out.push([cur, bits - Number(size)]);
-    cur += 1n << size;
+    // largest block aligned at cur (trailing zero bits of cur) that does not pass end
+    const align = cur === 0n ? bits : bitLength(cur & -cur) - 1;
+    const fit = bitLength(end - cur + 1n) - 1;
+    const size = Math.min(align, fit);
+    out.push([cur, bits - size]);
+    cur += 1n << BigInt(size);
   }
   return out;
 }
@@ -162,6 +164,10 @@ export function expandGeoipLines(lines: Iterable<string>, family: GeoFamily): st
   return out;
 }
 
+function dataPath(family: GeoFamily, seed: number): string {
+  return join(repoRoot(), 'bench', '.data', `geoip${family}-${seed}.txt`);
+}
+
 const cache = new Map<string, string[]>();
 
 /** All geoip ranges of one family as minimal CIDRs, shuffled with mulberry32(seed). Memoised per process. */
@@ -170,6 +176,13 @@ export function geoipCidrs(family: GeoFamily, seed = 42): string[] {
   let list = cache.get(key);
   if (!list) {
     const src = GEOIP_SOURCES[family];
+    const written = dataPath(family, seed);
+    if (existsSync(written)) {
+      // the expansion is deterministic: reuse the file another run wrote
+      list = readFileSync(written, 'utf8').split('\n').filter((l) => l !== '');
+      cache.set(key, list);
+      return list.slice();
+    }
     if (!existsSync(src)) {
       throw new Error(`tor-geoipdb not found (${src} missing): install it with \`apt-get install tor-geoipdb\``);
     }
@@ -181,10 +194,9 @@ export function geoipCidrs(family: GeoFamily, seed = 42): string[] {
 
 /** Path of bench/.data/geoip<family>-<seed>.txt (one CIDR per line), written on first use. */
 export function geoipCidrFile(family: GeoFamily, seed = 42): string {
-  const dir = join(repoRoot(), 'bench', '.data');
-  const path = join(dir, `geoip${family}-${seed}.txt`);
+  const path = dataPath(family, seed);
   if (existsSync(path)) return path;
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(dirname(path), { recursive: true });
   // write then rename, so concurrent test workers never see a partial file
   const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, geoipCidrs(family, seed).join('\n') + '\n');
