@@ -293,9 +293,14 @@ export class Topology {
     await this.cellExec(['ipset', 'destroy']);
   }
 
-  /** `iptables-save -c` (or ip6tables) of the cell's filter table, parsed with counters */
+  /** `iptables-save -c` (or ip6tables-save) of the cell's filter table */
+  save(family: Family): Promise<string> {
+    return this.cellExec([family === 4 ? 'iptables-save' : 'ip6tables-save', '-c', '-t', 'filter']);
+  }
+
+  /** save(), parsed: every rule with its counters */
   async counters(family: Family): Promise<CountedRule[]> {
-    const out = await this.cellExec([family === 4 ? 'iptables-save' : 'ip6tables-save', '-c', '-t', 'filter']);
+    const out = await this.save(family);
     const rules: CountedRule[] = [];
     for (const line of out.split('\n')) {
       const m = /^\[(\d+):(\d+)\] (-A .*)$/.exec(line);
