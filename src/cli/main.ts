@@ -10,6 +10,8 @@ import { register as registerCidr } from './cidr.js';
 import { register as registerValidate } from './validate.js';
 import { register as registerCompile } from './compile.js';
 import { register as registerExplain } from './explain.js';
+import { register as registerPush } from './push.js';
+import { register as registerApply } from './apply.js';
 
 export interface CliContext {
   /** Set the process exit code for the running command (0 ok, 2 changes, 1 error). */
@@ -37,6 +39,8 @@ export async function main(argv: string[]): Promise<number> {
   registerValidate(program, ctx);
   registerCompile(program, ctx);
   registerExplain(program, ctx);
+  registerPush(program, ctx);
+  registerApply(program, ctx);
   try {
     await program.parseAsync(argv);
   } catch (e) {

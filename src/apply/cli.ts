@@ -1,0 +1,57 @@
+/**
+ * `cellwall apply` behind the thin command file: input loading, output
+ * (text or --json), exit codes, and --watch.
+ */
+import type { CliContext } from '../cli/main.js';
+import { CellwallError } from '../errors.js';
+import { applyPayload, type ApplyResult } from './index.js';
+import { loadInput, type InputSpec } from './source.js';
+import { stateDirOf } from './statedir.js';
+import { watch } from './watch.js';
+
+export interface ApplyCommand extends InputSpec {
+  dryRun?: boolean;
+  watch?: string;
+  iptables?: string;
+  stateDir?: string;
+  lockTimeout: number;
+  json?: boolean;
+}
+
+export async function runApplyCommand(o: ApplyCommand, ctx: CliContext): Promise<number> {
+  const stateDir = stateDirOf(o.stateDir);
+  const log = (line: string): void => { ctx.stderr.write(`cellwall: ${line}\n`); };
+  if (o.watch !== undefined) {
+    const secs = Number(o.watch);
+    if (!Number.isFinite(secs) || secs <= 0) throw new CellwallError(`--watch: expected a number of seconds > 0, got "${o.watch}"`);
+    if (o.dryRun) throw new CellwallError('--watch and --dry-run do not go together');
+    return await watch(o, { stateDir, iptables: o.iptables, lockTimeout: o.lockTimeout, intervalSec: secs, log, json: !!o.json, out: ctx.stdout });
+  }
+  if (typeof process.getuid === 'function' && process.getuid() !== 0 && !o.dryRun) {
+    log('warning: not running as root; iptables and ipset will most likely refuse');
+  }
+  const input = await loadInput(o);
+  const r = await applyPayload(input.payload, {
+    stateDir, iptables: o.iptables, dryRun: o.dryRun, lockTimeout: o.lockTimeout,
+    policyHash: input.policyHash, segment: input.segment, log,
+  });
+  report(r, o.json ?? false, ctx);
+  if (r.dryRun) return r.changed ? 2 : 0;
+  return 0;
+}
+
+export function report(r: ApplyResult, json: boolean, ctx: CliContext): void {
+  if (json) {
+    ctx.stdout.write(JSON.stringify({
+      changed: r.changed, dryRun: r.dryRun, backend: r.backend, backendReason: r.backendReason, hashes: r.hashes,
+      recovered: r.recovered, warnings: r.warnings, plan: r.plan, ms: r.ms,
+    }, null, 2) + '\n');
+    return;
+  }
+  for (const w of r.warnings) ctx.stderr.write(`cellwall: warning: ${w}\n`);
+  ctx.stdout.write(`backend: ${r.backend} (${r.backendReason})\n`);
+  if (r.recovered) ctx.stdout.write(`${r.recovered}\n`);
+  if (!r.changed) { ctx.stdout.write('no changes\n'); return; }
+  ctx.stdout.write(r.planText);
+  ctx.stdout.write(r.dryRun ? 'dry run: nothing written\n' : `applied and verified in ${Math.round(r.ms.total)} ms\n`);
+}
