@@ -1,0 +1,330 @@
+/**
+ * Cloud Foundry formats: ASG rules checked exactly as Cloud Controller's
+ * security group rule validator does (plus icmpv6 and network names as
+ * destinations), CF ASG JSON files (rules array or v3 security group object)
+ * and policy-server JSON (`{"policies":[{source, destination}]}`).
+ */
+import { isSeq, type Node } from 'yaml';
+import type { SourceLoc } from '../errors.js';
+import type { PortRange, Protocol } from './model.js';
+import { AddressPool, type EntryItem } from './addresses.js';
+import { child, type Reader } from './source.js';
+
+export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp', 'icmp', 'icmpv6', 'all'];
+export const RULE_KEYS = ['protocol', 'destination', 'ports', 'type', 'code', 'log', 'description'] as const;
+export const PORTS_FORM = 'one port "443", a comma list "80,443" or one range "8000-9000", ports 1..65535, as a string';
+export const DEST_FORM = 'an IP address, CIDR, range a-b (start <= end) or network name, or a comma list of them without spaces';
+const ICMP_FORM = 'an integer from -1 to 255 (-1 means any)';
+
+/** A structurally valid rule whose destination is not resolved yet. */
+export interface RawRule {
+  protocol: Protocol;
+  items: EntryItem[];
+  destinationText: string;
+  ports?: PortRange[];
+  icmpType?: number;
+  icmpCode?: number;
+  log: boolean;
+  description?: string;
+  loc: SourceLoc;
+}
+
+type PortsResult = { ok: true; ranges: PortRange[] } | { ok: false; reason: string; offset: number };
+
+/**
+ * Cloud Controller's TransportRuleValidator.validate_port: only digits,
+ * whitespace, '-' and ','; either one range `a-b` with a < b, or a comma
+ * list of single ports (whitespace around items allowed); 1..65535.
+ */
+export function parsePorts(s: string): PortsResult {
+  const bad = s.search(/[^\d\s,-]/);
+  if (bad >= 0) return { ok: false, reason: `invalid character ${JSON.stringify(s[bad])}`, offset: bad };
+  const range = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(s);
+  if (range) {
+    const a = Number(range[1]);
+    const b = Number(range[2]);
+    const out = [a, b].find((p) => p < 1 || p > 65535);
+    if (out !== undefined) return { ok: false, reason: `port ${out} is out of range 1..65535`, offset: s.indexOf(String(out === a ? range[1] : range[2])) };
+    if (a >= b) return { ok: false, reason: `range start ${a} is not less than its end ${b}`, offset: s.indexOf(range[1]) };
+    return { ok: true, ranges: [{ from: a, to: b }] };
+  }
+  // Ruby's String#split drops trailing empty fields
+  const items = s.split(',');
+  while (items.length && items[items.length - 1] === '') items.pop();
+  if (!items.length) return { ok: false, reason: 'no port given', offset: 0 };
+  const ranges: PortRange[] = [];
+  let offset = 0;
+  for (const it of items) {
+    if (!/^\s*\d+\s*$/.test(it)) {
+      const reason = it.includes('-') ? 'a list may not hold a range' : `invalid list item ${JSON.stringify(it)}`;
+      return { ok: false, reason, offset };
+    }
+    const p = Number(it.trim());
+    if (p < 1 || p > 65535) return { ok: false, reason: `port ${it.trim()} is out of range 1..65535`, offset: offset + it.search(/\d/) };
+    ranges.push({ from: p, to: p });
+    offset += it.length + 1;
+  }
+  return { ok: true, ranges: mergePorts(ranges) };
+}
+
+/** sorted, overlapping and adjacent ranges merged */
+export function mergePorts(ranges: PortRange[]): PortRange[] {
+  const sorted = [...ranges].sort((x, y) => x.from - y.from || x.to - y.to);
+  const out: PortRange[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && r.from <= last.to + 1) last.to = Math.max(last.to, r.to);
+    else out.push({ ...r });
+  }
+  return out;
+}
+
+/** Read a ports value; `allowNumber` accepts a bare integer (app rules), CF rules require a string. */
+export function readPorts(r: Reader, raw: unknown, path: string, allowNumber: boolean): PortRange[] | undefined {
+  const s = r.scalar(raw);
+  if (allowNumber && s && typeof s.value === 'number') {
+    if (Number.isInteger(s.value) && s.value >= 1 && s.value <= 65535) return [{ from: s.value, to: s.value }];
+    r.error(s, path, `port ${s.value} is out of range 1..65535`, PORTS_FORM);
+    return undefined;
+  }
+  if (!s || typeof s.value !== 'string') {
+    r.error(r.deref(raw), path, `ports must be a string, got ${r.describe(r.deref(raw))}`, PORTS_FORM);
+    return undefined;
+  }
+  const res = parsePorts(s.value);
+  if (res.ok) return res.ranges;
+  r.error(s, path, `invalid ports ${JSON.stringify(s.value)}: ${res.reason}`, PORTS_FORM, res.offset);
+  return undefined;
+}
+
+/** Split a CF destination (comma list, no whitespace) into entries, as Cloud Controller does. */
+export function readDestination(r: Reader, raw: unknown, path: string, pool: AddressPool): { text: string; items: EntryItem[] } | undefined {
+  const node = r.deref(raw);
+  const s = r.scalar(raw);
+  if (!s || typeof s.value !== 'string') {
+    r.error(node, path, `destination must be a string, got ${r.describe(node)}`, DEST_FORM);
+    return undefined;
+  }
+  const text = s.value;
+  const ws = text.search(/\s/);
+  if (ws >= 0) {
+    r.error(s, path, `destination ${JSON.stringify(text)} must not contain whitespace`, DEST_FORM, ws);
+    return undefined;
+  }
+  const items: EntryItem[] = [];
+  let offset = 0;
+  let ok = true;
+  for (const part of text.split(',')) {
+    if (part === '') {
+      r.error(s, path, text === '' ? 'empty destination' : `empty item in destination ${JSON.stringify(text)}`, DEST_FORM, offset);
+      ok = false;
+    } else if (part.startsWith('!')) {
+      r.error(s, path, `exclusions are not allowed in an ASG destination: ${JSON.stringify(part)}`, DEST_FORM, offset);
+      ok = false;
+    } else if (part.split('-').length > 2 && !/^[A-Za-z_]/.test(part)) {
+      r.error(s, path, `invalid destination item ${JSON.stringify(part)}: more than one "-"`, DEST_FORM, offset);
+      ok = false;
+    } else {
+      items.push(pool.item(part, false, { reader: r, node: s as Node, path, offset }));
+    }
+    offset += part.length + 1;
+  }
+  return ok ? { text, items } : undefined;
+}
+
+/** One ASG rule, checked like Cloud Controller's RulesValidator. */
+export function readCfRule(r: Reader, raw: unknown, path: string, pool: AddressPool): RawRule | undefined {
+  const m = r.map(raw, path, 'a rule mapping {protocol, destination, ports, type, code, log, description}');
+  if (!m) return undefined;
+  const f = r.fieldMap(m, path, RULE_KEYS);
+  const errorsBefore = r.diags.errorCount;
+  const loc = r.loc(m, path);
+  const present = (k: string) => f.has(k) && !r.isNull(f.get(k)!.value);
+
+  let protocol: Protocol | undefined;
+  if (!present('protocol')) r.error(m, child(path, 'protocol'), 'missing protocol', PROTOCOLS.join(' | '));
+  else protocol = r.oneOf(f.get('protocol')!.value, child(path, 'protocol'), PROTOCOLS);
+
+  let dest: { text: string; items: EntryItem[] } | undefined;
+  if (!present('destination')) r.error(m, child(path, 'destination'), 'missing destination', DEST_FORM);
+  else dest = readDestination(r, f.get('destination')!.value, child(path, 'destination'), pool);
+
+  let log = false;
+  if (present('log')) log = r.bool(f.get('log')!.value, child(path, 'log')) ?? false;
+  let description: string | undefined;
+  if (present('description')) description = r.str(f.get('description')!.value, child(path, 'description'));
+
+  const rule: Partial<RawRule> = { protocol, log, loc, ...(description !== undefined ? { description } : {}) };
+  if (protocol === 'tcp' || protocol === 'udp') {
+    if (!present('ports')) r.error(m, child(path, 'ports'), `ports are required for protocol ${protocol}`, PORTS_FORM);
+    else rule.ports = readPorts(r, f.get('ports')!.value, child(path, 'ports'), false);
+  } else if (protocol && present('ports')) {
+    r.error(r.at(f.get('ports')!), child(path, 'ports'), `ports are not allowed for protocol ${protocol}`, 'no ports (ports apply to tcp and udp only)');
+  }
+  for (const k of ['type', 'code'] as const) {
+    const kp = child(path, k);
+    if (protocol === 'icmp' || protocol === 'icmpv6') {
+      if (!present(k)) { r.error(m, kp, `${k} is required for protocol ${protocol}`, ICMP_FORM); continue; }
+      const v = r.int(f.get(k)!.value, kp, -1, 255, ICMP_FORM);
+      if (k === 'type') rule.icmpType = v; else rule.icmpCode = v;
+    } else if (protocol && present(k)) {
+      r.warn(r.at(f.get(k)!), kp, `${k} is ignored for protocol ${protocol}`, `${k} only with icmp or icmpv6`);
+    }
+  }
+  if (r.diags.errorCount > errorsBefore || !protocol || !dest) return undefined;
+  return { ...(rule as RawRule), items: dest.items, destinationText: dest.text };
+}
+
+export const V3_KEYS = ['guid', 'created_at', 'updated_at', 'name', 'globally_enabled', 'rules', 'relationships', 'links', 'metadata'] as const;
+
+/** What a CF ASG JSON file holds besides its rules (v3 objects only). */
+export interface CfAsgFile {
+  rules: RawRule[];
+  /** the rules were all valid */
+  ok: boolean;
+  name?: { value: string; loc: SourceLoc };
+  globallyEnabled: Array<{ phase: 'running' | 'staging'; loc: SourceLoc }>;
+  spaces: Array<{ phase: 'running' | 'staging'; guid: string; loc: SourceLoc }>;
+}
+
+function readRules(r: Reader, raw: unknown, path: string, pool: AddressPool, out: CfAsgFile): void {
+  const list = r.list(raw, path, 'a list of rules');
+  if (!list) { out.ok = false; return; }
+  list.forEach((n, i) => {
+    const rule = readCfRule(r, n, child(path, i), pool);
+    if (rule) out.rules.push(rule); else out.ok = false;
+  });
+}
+
+/** A CF ASG JSON document: a rules array (cf create-security-group) or a v3 security group object. */
+export function readCfAsgFile(r: Reader, root: unknown, pool: AddressPool): CfAsgFile {
+  const out: CfAsgFile = { rules: [], ok: true, globallyEnabled: [], spaces: [] };
+  const node = r.deref(root);
+  const asList = node !== null && isSeq(node);
+  if (asList) { readRules(r, node, 'rules', pool, out); return out; }
+  const m = r.map(node, '', 'a rules array (cf create-security-group format) or a v3 security group object');
+  if (!m) { out.ok = false; return out; }
+  const f = r.fieldMap(m, '', V3_KEYS);
+  if (!f.has('rules')) { r.error(m, 'rules', 'missing rules', 'a list of rules'); out.ok = false; }
+  else readRules(r, f.get('rules')!.value, 'rules', pool, out);
+  const name = f.get('name');
+  if (name && !r.isNull(name.value)) {
+    const v = r.str(name.value, 'name');
+    if (v !== undefined) out.name = { value: v, loc: r.loc(r.at(name), 'name') };
+  }
+  const ge = f.get('globally_enabled');
+  if (ge && !r.isNull(ge.value)) {
+    const gm = r.map(ge.value, 'globally_enabled', 'a mapping {running: bool, staging: bool}');
+    if (gm) {
+      for (const g of r.fields(gm, 'globally_enabled', ['running', 'staging'])) {
+        if (r.bool(g.value, g.path)) out.globallyEnabled.push({ phase: g.key as 'running' | 'staging', loc: r.loc(r.at(g), g.path) });
+      }
+    }
+  }
+  const rel = f.get('relationships');
+  if (rel && !r.isNull(rel.value)) {
+    const rm = r.map(rel.value, 'relationships', 'a mapping {running_spaces, staging_spaces}');
+    if (rm) {
+      for (const sp of r.fields(rm, 'relationships', ['running_spaces', 'staging_spaces'])) {
+        const phase = sp.key === 'running_spaces' ? 'running' : 'staging';
+        const spm = r.map(sp.value, sp.path, 'a mapping {data: [{guid}]}');
+        if (!spm) continue;
+        const data = r.fieldMap(spm, sp.path, ['data']).get('data');
+        if (!data) continue;
+        const dpath = child(sp.path, 'data');
+        (r.list(data.value, dpath, 'a list of {guid}') ?? []).forEach((item, i) => {
+          const ip = child(dpath, i);
+          const im = r.map(item, ip, 'a mapping {guid}');
+          if (!im) return;
+          const g = r.fieldMap(im, ip, ['guid']).get('guid');
+          if (!g) { r.error(im, child(ip, 'guid'), 'missing guid', 'a space GUID string'); return; }
+          const guid = r.str(g.value, g.path, 'a space GUID string');
+          if (guid !== undefined) out.spaces.push({ phase, guid, loc: r.loc(r.at(g), g.path) });
+        });
+      }
+    }
+  }
+  return out;
+}
+
+/** An app-to-app rule as read from policy-server JSON or the policy file, before group names are checked. */
+export interface RawAppRule {
+  from: string; fromLoc: SourceLoc;
+  to: string; toLoc: SourceLoc;
+  protocol: Protocol;
+  ports?: PortRange[];
+  icmpType?: number;
+  icmpCode?: number;
+  loc: SourceLoc;
+}
+
+const CF_POLICY_FORM = '{"policies":[{"source":{"id":...},"destination":{"id":...,"protocol":"tcp","ports":{"start":N,"end":M}}}]}';
+
+/** CF policy-server JSON (external API v1; the internal API's `tag` fields are accepted and ignored). */
+export function readCfPolicies(r: Reader, root: unknown): RawAppRule[] | undefined {
+  const m = r.map(root, '', `policy-server JSON ${CF_POLICY_FORM}`);
+  if (!m) return undefined;
+  const f = r.fieldMap(m, '', ['policies', 'total_policies']);
+  const tp = f.get('total_policies');
+  if (tp) r.int(tp.value, tp.path, 0, Number.MAX_SAFE_INTEGER, 'a count');
+  const pol = f.get('policies');
+  if (!pol) { r.error(m, 'policies', 'missing policies', CF_POLICY_FORM); return undefined; }
+  const list = r.list(pol.value, 'policies', 'a list of policies');
+  if (!list) return undefined;
+  const out: RawAppRule[] = [];
+  list.forEach((item, i) => {
+    const p = child('policies', i);
+    const pm = r.map(item, p, 'a policy {source, destination}');
+    if (!pm) return;
+    const pf = r.fieldMap(pm, p, ['source', 'destination']);
+    const src = pf.get('source');
+    const dst = pf.get('destination');
+    if (!src) r.error(pm, child(p, 'source'), 'missing source', '{"id": group}');
+    if (!dst) r.error(pm, child(p, 'destination'), 'missing destination', '{"id", "protocol", "ports": {"start", "end"}}');
+    if (!src || !dst) return;
+    const sm = r.map(src.value, src.path, 'a mapping {id}');
+    const dm = r.map(dst.value, dst.path, 'a mapping {id, protocol, ports}');
+    if (!sm || !dm) return;
+    const sf = r.fieldMap(sm, src.path, ['id', 'tag']);
+    const df = r.fieldMap(dm, dst.path, ['id', 'tag', 'protocol', 'ports']);
+    const need = (map: typeof sf, k: string, node: Node, path: string, exp: string) => {
+      const fld = map.get(k);
+      if (!fld) r.error(node, child(path, k), `missing ${k}`, exp);
+      return fld;
+    };
+    const sid = need(sf, 'id', sm, src.path, 'a group name');
+    const did = need(df, 'id', dm, dst.path, 'a group name');
+    const proto = need(df, 'protocol', dm, dst.path, 'tcp | udp');
+    const ports = need(df, 'ports', dm, dst.path, '{"start": N, "end": M}');
+    for (const t of ['tag'] as const) {
+      for (const [mf, path] of [[sf, src.path], [df, dst.path]] as const) {
+        const tg = mf.get(t);
+        if (tg) r.str(tg.value, child(path, t));
+      }
+    }
+    const from = sid && r.str(sid.value, sid.path, 'a group name');
+    const to = did && r.str(did.value, did.path, 'a group name');
+    const protocol = proto && r.oneOf(proto.value, proto.path, ['tcp', 'udp'] as const);
+    let range: PortRange | undefined;
+    if (ports) {
+      const portm = r.map(ports.value, ports.path, '{"start": N, "end": M}');
+      if (portm) {
+        const pfm = r.fieldMap(portm, ports.path, ['start', 'end']);
+        const s = need(pfm, 'start', portm, ports.path, 'a port 1..65535');
+        const e = need(pfm, 'end', portm, ports.path, 'a port 1..65535');
+        const sv = s && r.int(s.value, s.path, 1, 65535, 'a port 1..65535');
+        const ev = e && r.int(e.value, e.path, 1, 65535, 'a port 1..65535');
+        if (sv !== undefined && ev !== undefined) {
+          if (sv > ev) r.error(r.at(s!), s!.path, `port range start ${sv} is after its end ${ev}`, 'start <= end');
+          else range = { from: sv, to: ev };
+        }
+      }
+    }
+    if (from === undefined || to === undefined || protocol === undefined || !range) return;
+    out.push({
+      from, fromLoc: r.loc(r.at(sid!), sid!.path), to, toLoc: r.loc(r.at(did!), did!.path),
+      protocol, ports: [range], loc: r.loc(pm, p),
+    });
+  });
+  return out;
+}
