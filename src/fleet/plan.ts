@@ -1,0 +1,137 @@
+/**
+ * Dry-run: what a push would change on a cell. The cell reports its live CW-
+ * part (iptables-save / ip6tables-save lines of CW- chains and FORWARD jumps,
+ * ipset save lines of cw- sets, dynamic cw-d-* sets excluded); we compare it
+ * with the bundle: chains added/removed, rules per chain, sets and set entries
+ * added/removed, and a textual diff of the normalised rules.
+ */
+import type { Bundle } from './bundle.js';
+
+export interface CwPart { v4: string[]; v6: string[]; sets: string[] }
+
+export interface CellDiff {
+  chainsAdded: string[];
+  chainsRemoved: string[];
+  /** chains whose rule count differs: [chain, live, bundle] */
+  rulesChanged: [string, number, number][];
+  setsAdded: string[];
+  setsRemoved: string[];
+  entriesAdded: number;
+  entriesRemoved: number;
+  /** unified-style lines ("+ ..." / "- ..."), rules only, normalised */
+  text: string[];
+}
+
+/** Parse the live CW- part printed between `CW-SECTION live` and `CW-SECTION end`. */
+export function parseLive(stdout: string): CwPart | null {
+  const lines = stdout.split('\n');
+  const start = lines.indexOf('CW-SECTION live');
+  const end = lines.indexOf('CW-SECTION end');
+  if (start < 0 || end < start) return null;
+  const part: CwPart = { v4: [], v6: [], sets: [] };
+  let cur: string[] | null = null;
+  for (const l of lines.slice(start + 1, end)) {
+    if (l === 'v4' || l === 'v6' || l === 'sets') cur = part[l];
+    else if (cur && l) cur.push(l);
+  }
+  return part;
+}
+
+/** The same view of a bundle. */
+export function bundlePart(b: Bundle): CwPart {
+  const rules = (text: string) => text.split('\n').filter((l) => /^:CW-/.test(l) || /^-A CW-/.test(l) || (/^-[AI] FORWARD /.test(l) && / -j CW-/.test(l)))
+    .map((l) => (l.startsWith(':') ? l.split(/\s+/)[0] : l));
+  const sets = b.files['ipset.restore'].split('\n')
+    .filter((l) => /^(create|add) cw-/.test(l) && !/^(create|add) cw-d-/.test(l));
+  return { v4: rules(b.files['iptables.v4']), v6: rules(b.files['iptables.v6']), sets };
+}
+
+/** Spelling differences between a restore payload and iptables-save output. */
+export function normalizeRule(l: string): string {
+  return l.replace(/^\[\d+:\d+\]\s*/, '')
+    .replace(/^-I FORWARD(?: \d+)? /, '-A FORWARD ')
+    .replace(/ -m (?:tcp|udp|icmp|icmp6|ipv6-icmp|sctp)(?= )/g, '')
+    .replace(/"/g, '')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
+
+function normalizeEntry(l: string): string {
+  return l.replace(/\/(?:32|128)(?=\s|$)/, '').replace(/\s+/g, ' ').trim();
+}
+
+export function diffPart(live: CwPart, want: CwPart): CellDiff {
+  const chains = (p: CwPart) => new Set([...p.v4, ...p.v6].filter((l) => l.startsWith(':')).map((l) => l.slice(1)));
+  const counts = (p: CwPart) => {
+    const m = new Map<string, number>();
+    for (const l of [...p.v4, ...p.v6]) {
+      const c = /^-A (CW-\S+)/.exec(l)?.[1];
+      if (c) m.set(c, (m.get(c) ?? 0) + 1);
+    }
+    return m;
+  };
+  const lc = chains(live), wc = chains(want);
+  const lr = counts(live), wr = counts(want);
+  const rulesChanged: [string, number, number][] = [];
+  for (const c of new Set([...lc, ...wc])) {
+    const a = lr.get(c) ?? 0, b = wr.get(c) ?? 0;
+    if (a !== b) rulesChanged.push([c, a, b]);
+  }
+  const setNames = (p: CwPart) => new Set(p.sets.filter((l) => l.startsWith('create ')).map((l) => l.split(/\s+/)[1]));
+  const entries = (p: CwPart) => new Set(p.sets.filter((l) => l.startsWith('add ')).map((l) => normalizeEntry(l.split(/\s+/).slice(2).join(' '))));
+  const ls = setNames(live), ws = setNames(want);
+  const le = entries(live), we = entries(want);
+  const text = [
+    ...lineDiff(live.v4.map(normalizeRule), want.v4.map(normalizeRule)),
+    ...lineDiff(live.v6.map(normalizeRule), want.v6.map(normalizeRule)).map((l) => l.replace(/^([+-]) /, '$1 [v6] ')),
+  ];
+  return {
+    chainsAdded: [...wc].filter((c) => !lc.has(c)).sort(),
+    chainsRemoved: [...lc].filter((c) => !wc.has(c)).sort(),
+    rulesChanged: rulesChanged.sort((x, y) => x[0].localeCompare(y[0])),
+    setsAdded: [...ws].filter((s) => !ls.has(s)).sort(),
+    setsRemoved: [...ls].filter((s) => !ws.has(s)).sort(),
+    entriesAdded: [...we].filter((e) => !le.has(e)).length,
+    entriesRemoved: [...le].filter((e) => !we.has(e)).length,
+    text,
+  };
+}
+
+export function isEmptyDiff(d: CellDiff): boolean {
+  return !d.chainsAdded.length && !d.chainsRemoved.length && !d.rulesChanged.length && !d.setsAdded.length &&
+    !d.setsRemoved.length && !d.entriesAdded && !d.entriesRemoved && !d.text.length;
+}
+
+/** Line diff (LCS); "- " live only, "+ " bundle only. Falls back to set difference for very large inputs. */
+export function lineDiff(a: string[], b: string[]): string[] {
+  if (a.length * b.length > 4_000_000) {
+    const sa = new Set(a), sb = new Set(b);
+    return [...a.filter((l) => !sb.has(l)).map((l) => `- ${l}`), ...b.filter((l) => !sa.has(l)).map((l) => `+ ${l}`)];
+  }
+  const n = a.length, m = b.length;
+  const dp = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) {
+    dp[i][j] = a[i] === b[j] ? dp[i + 1][j + 1] + 1 : Math.max(dp[i + 1][j], dp[i][j + 1]);
+  }
+  const out: string[] = [];
+  let i = 0, j = 0;
+  while (i < n && j < m) {
+    if (a[i] === b[j]) { i++; j++; }
+    else if (dp[i + 1][j] >= dp[i][j + 1]) out.push(`- ${a[i++]}`);
+    else out.push(`+ ${b[j++]}`);
+  }
+  while (i < n) out.push(`- ${a[i++]}`);
+  while (j < m) out.push(`+ ${b[j++]}`);
+  return out;
+}
+
+export function summarizeDiff(d: CellDiff): string {
+  const parts: string[] = [];
+  if (d.chainsAdded.length) parts.push(`+${d.chainsAdded.length} chains`);
+  if (d.chainsRemoved.length) parts.push(`-${d.chainsRemoved.length} chains`);
+  const rules = d.text.length ? `${d.text.filter((l) => l.startsWith('+')).length}+/${d.text.filter((l) => l.startsWith('-')).length}- rule lines` : '';
+  if (rules) parts.push(rules);
+  if (d.setsAdded.length || d.setsRemoved.length) parts.push(`sets +${d.setsAdded.length}/-${d.setsRemoved.length}`);
+  if (d.entriesAdded || d.entriesRemoved) parts.push(`entries +${d.entriesAdded}/-${d.entriesRemoved}`);
+  return parts.join(', ') || 'no difference in the CW- part (state record differs)';
+}

@@ -1,0 +1,309 @@
+/**
+ * The stream sent to a cell's `sh -s` over ssh stdin.
+ *
+ * The remote command line is a constant (REMOTE_COMMAND); all data travels on
+ * stdin. The stream is one POSIX sh brace group: the shell parses the whole
+ * group before running any of it, so a stream cut short (connection killed
+ * mid-transfer) is a syntax error and changes nothing. Bundle files are
+ * embedded as here-documents with a quoted, random delimiter, so their
+ * content (rule comments carry policy descriptions) is never expanded.
+ *
+ * On the cell the script needs only sh, awk, sort, mktemp, iptables/ip6tables
+ * (-save/-restore) and ipset; flock and sha256sum are used when present
+ * (mkdir lock and cksum otherwise). It performs the same sequence as
+ * `cellwall apply`:
+ *   lock (flock on $CELLWALL_STATE_DIR/apply.lock, default /run/cellwall, the
+ *   same lock as `cellwall apply`); if the recorded (bundle hash, live CW- hash) pair matches the bundle
+ *   and the live state: "unchanged", no writes;
+ *   snapshot (iptables-save -t filter per family, ipset save of cw- sets);
+ *   ipset restore of the bundle's sets that do not exist yet (names are
+ *   content-addressed; cw-d-* dynamic member sets are created only if missing);
+ *   one `iptables-restore -w --noflush` per family replacing the CW- chains,
+ *   adding the FORWARD jump only if missing, removing stale CW- chains;
+ *   verify (every CW- chain of the bundle has the bundle's rule count, the
+ *   jumps exist); on any failure restore the CW- part of the snapshot and
+ *   destroy the sets this run created;
+ *   destroy unreferenced cw- sets (never cw-d-*); record the hashes.
+ * When the cellwall BOSH job is installed (/var/vcap/jobs/cellwall/bin/cellwall)
+ * the bundle is handed to it instead (`cellwall apply --payload DIR`).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Bundle } from './bundle.js';
+
+/** Constant remote command: decompress if asked (the only variation), become root, run the stream. */
+export function remoteCommand(compressed: boolean): string {
+  const sh = 'if [ "$(id -u)" -eq 0 ]; then exec sh -s; else exec sudo -n sh -s; fi';
+  return compressed ? `gzip -dc | { ${sh}; }` : sh;
+}
+
+/** single-quote for sh */
+export function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function heredoc(path: string, content: string): string {
+  let delim: string;
+  const lines = new Set(content.split('\n'));
+  do delim = `CW_EOF_${randomBytes(8).toString('hex')}`; while (lines.has(delim));
+  const body = content.length === 0 || content.endsWith('\n') ? content : content + '\n';
+  return `cat > "$d/${path}" <<'${delim}'\n${body}${delim}\n`;
+}
+
+export type ScriptMode = 'apply' | 'plan';
+
+/** Marker lines the script prints on stdout. */
+export const RESULT = 'CW-RESULT';
+export const SECTION = 'CW-SECTION';
+export const PHASE = 'CW-PHASE';
+
+export function buildScript(mode: ScriptMode, bundle: Bundle): string {
+  const files = mode === 'apply'
+    ? (['ipset.restore', 'iptables.v4', 'iptables.v6'] as const).map((f) => heredoc(f, bundle.files[f] ?? '')).join('')
+    : '';
+  return `{
+cw_mode=${shq(mode)}
+cw_bundle=${shq(bundle.hash)}
+${LIB}
+cw_setup
+${files}cw_main
+}
+`;
+}
+
+// The library is constant text: no value from a policy or an inventory is
+// ever spliced into it.
+const LIB = String.raw`
+set -u
+umask 077
+PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"
+export PATH LC_ALL=C
+cw_job=/var/vcap/jobs/cellwall/bin/cellwall
+cw_state=${'$'}{CELLWALL_STATE_DIR:-/run/cellwall}
+d=
+
+cw_result() { printf '%s %s\n' CW-RESULT "$*"; }
+cw_phase() { printf '%s %s\n' CW-PHASE "$*"; }
+cw_hash() {
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum | cut -d' ' -f1; else cksum | tr ' ' '-'; fi
+}
+cw_have6() { command -v ip6tables-restore >/dev/null 2>&1 && [ -e /proc/net/if_inet6 ]; }
+
+# CW- part of the filter table as iptables-save prints it: chain names
+# (without policy/counters), CW- rules, FORWARD jumps into CW- chains.
+cw_cwpart() {
+  "$1-save" -t filter 2>/dev/null | awk '
+    /^:CW-/ { print $1; next }
+    /^-A CW-/ { print; next }
+    /^-A FORWARD / && / -j CW-/ { print; next }'
+}
+cw_sets() {
+  ipset save 2>/dev/null | awk '($1 == "create" || $1 == "add") && $2 ~ /^cw-/ && $2 !~ /^cw-d-/' | sort
+}
+cw_live() {
+  echo v4; cw_cwpart iptables
+  echo v6; if cw_have6; then cw_cwpart ip6tables; fi
+  echo sets; cw_sets
+}
+
+cw_setup() {
+  trap '' HUP PIPE
+  if [ "$cw_mode" = apply ]; then
+    d=$(mktemp -d "${'$'}{TMPDIR:-/tmp}/cellwall.XXXXXX") || { cw_result failed cannot create a temporary directory; exit 1; }
+    trap 'rm -rf "$d"' EXIT
+  fi
+}
+
+cw_lock() {
+  mkdir -p "$cw_state" || return 1
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>>"$cw_state/apply.lock" && flock -x -w 60 9
+  else
+    i=0
+    while ! mkdir "$cw_state/lock.d" 2>/dev/null; do
+      i=$((i + 1)); [ "$i" -gt 60 ] && return 1; sleep 1
+    done
+    cw_unlock_dir=1
+  fi
+}
+cw_unlock() { if [ -n "${'$'}{cw_unlock_dir:-}" ]; then rmdir "$cw_state/lock.d" 2>/dev/null; fi; }
+
+cw_recorded() {
+  cw_rec_bundle= cw_rec_live=
+  if [ -r "$cw_state/fleet-applied" ]; then
+    { read -r cw_rec_bundle; read -r cw_rec_live; } < "$cw_state/fleet-applied" || true
+  fi
+}
+
+# payload for one family: drop FORWARD jumps that already exist, flush and
+# delete live CW- chains the bundle no longer declares (with their FORWARD jumps).
+cw_payload() { # $1 = iptables|ip6tables, $2 = bundle file, $3 = live CW- part
+  awk -v live="$3" '
+    BEGIN {
+      while ((getline l < live) > 0) {
+        if (l ~ /^:CW-/) livechain[substr(l, 2)] = 1
+        else if (l ~ /^-A FORWARD /) livejump[l] = 1
+      }
+    }
+    /^:CW-/ { split($1, a, ":"); declared[a[2]] = 1 }
+    /^-[AI] FORWARD / {
+      n = split($0, w, " "); tgt = ""
+      for (i = 1; i < n; i++) if (w[i] == "-j") tgt = w[i + 1]
+      for (j in livejump) { m = split(j, v, " "); if (v[m] == tgt) next }
+    }
+    { lines[++nl] = $0 }
+    END {
+      last = 0
+      for (i = 1; i <= nl; i++) if (lines[i] == "COMMIT") last = i
+      for (i = 1; i <= nl; i++) {
+        if (i == last) {
+          for (j in livejump) {
+            m = split(j, v, " ")
+            if ((v[m] in livechain) && !(v[m] in declared)) { sub(/^-A /, "-D ", j); print j }
+          }
+          for (c in livechain) if (!(c in declared)) stale[c] = 1
+          for (c in stale) print "-F " c
+          for (c in stale) print "-X " c
+        }
+        print lines[i]
+      }
+    }' "$2"
+}
+
+# restore the CW- part of a snapshot: chains as they were, chains added since removed
+cw_rollback_payload() { # $1 = snapshot CW- part, $2 = current CW- part
+  awk -v cur="$2" '
+    BEGIN { while ((getline l < cur) > 0) {
+      if (l ~ /^:CW-/) curchain[substr(l, 2)] = 1
+      else if (l ~ /^-A FORWARD /) curjump[l] = 1 } }
+    /^:CW-/ { snapchain[substr($1, 2)] = 1; next }
+    /^-A FORWARD / { snapjump[$0] = 1; next }
+    /^-A CW-/ { rules[++nr] = $0 }
+    END {
+      print "*filter"
+      for (c in snapchain) print ":" c " - [0:0]"
+      for (c in curchain) if (!(c in snapchain)) print ":" c " - [0:0]"
+      for (j in curjump) if (!(j in snapjump)) { x = j; sub(/^-A /, "-D ", x); print x }
+      for (j in snapjump) if (!(j in curjump)) { x = j; sub(/^-A FORWARD /, "-I FORWARD 1 ", x); print x }
+      for (i = 1; i <= nr; i++) print rules[i]
+      for (c in curchain) if (!(c in snapchain)) print "-X " c
+      print "COMMIT"
+    }' "$1"
+}
+
+# every CW- chain the bundle declares exists with the bundle's rule count; every jump exists
+cw_verify() { # $1 = bundle file, $2 = live CW- part
+  awk -v live="$2" '
+    BEGIN { while ((getline l < live) > 0) {
+      if (l ~ /^:CW-/) have[substr(l, 2)] = 1
+      else if (l ~ /^-A CW-/) { split(l, w, " "); got[w[2]]++ }
+      else if (l ~ /^-A FORWARD /) { n = split(l, w, " "); for (i = 1; i < n; i++) if (w[i] == "-j") jump[w[i + 1]] = 1 } } }
+    /^:CW-/ { c = substr($1, 2); want[c] += 0; next }
+    /^-A CW-/ { want[$2]++; next }
+    /^-[AI] FORWARD / { n = split($0, w, " "); for (i = 1; i < n; i++) if (w[i] == "-j" && !(w[i + 1] in jump)) { print "missing FORWARD jump to " w[i + 1]; bad = 1 } }
+    END {
+      for (c in want) {
+        if (!(c in have)) { print "missing chain " c; bad = 1 }
+        else if (got[c] + 0 != want[c]) { print "chain " c " has " got[c] + 0 " rules, expected " want[c]; bad = 1 }
+      }
+      exit bad
+    }' "$1"
+}
+
+cw_rollback() { # $1 = reason
+  cw_phase rolling back
+  for f in iptables ip6tables; do
+    [ -f "$d/snap.$f" ] || continue
+    cw_cwpart "$f" > "$d/cur.$f"
+    cw_rollback_payload "$d/snap.$f" "$d/cur.$f" > "$d/rb.$f"
+    "$f-restore" -w --noflush < "$d/rb.$f" 2>>"$d/err" || cw_rb_failed=1
+  done
+  # sets created by this run go; cw- sets of the snapshot that vanished come back
+  ipset list -n 2>/dev/null | while read -r s; do
+    case "$s" in cw-d-*) ;; cw-*) grep -qxF -- "$s" "$d/sets.before" || ipset destroy "$s" 2>/dev/null ;; esac
+  done
+  ipset list -n 2>/dev/null > "$d/sets.after"
+  awk -v after="$d/sets.after" 'BEGIN { while ((getline l < after) > 0) have[l] = 1 }
+    !($2 in have)' "$d/snap.sets" > "$d/sets.back"
+  [ -s "$d/sets.back" ] && { ipset restore < "$d/sets.back" 2>>"$d/err" || cw_rb_failed=1; }
+  if [ -n "${'$'}{cw_rb_failed:-}" ]; then cw_result failed "$1; ROLLBACK FAILED: $(tail -n 3 "$d/err" | tr '\n' ' ')"
+  else cw_result rolled-back "$1"; fi
+  cw_unlock
+  exit 1
+}
+
+cw_err() { tail -n 3 "$d/err" 2>/dev/null | tr '\n' ' '; }
+
+cw_apply() {
+  : > "$d/err"
+  if [ -x "$cw_job" ]; then
+    cw_phase applying with "$cw_job"
+    if "$cw_job" apply --payload "$d" > "$d/job.out" 2>&1 < /dev/null; then cw_result changed applied by the cellwall job
+    else cw_result failed "cellwall job: $(tail -n 3 "$d/job.out" | tr '\n' ' ')"; fi
+    return
+  fi
+  cw_lock || { cw_result failed cannot take the lock in "$cw_state"; exit 1; }
+  cw_live > "$d/live.before"
+  cw_now=$(cw_hash < "$d/live.before")
+  cw_recorded
+  if [ "$cw_rec_bundle" = "$cw_bundle" ] && [ "$cw_rec_live" = "$cw_now" ]; then
+    cw_result unchanged; cw_unlock; return
+  fi
+  cw_phase applying
+  # snapshot
+  iptables-save -t filter > "$d/full.iptables" 2>>"$d/err" || { cw_result failed "iptables-save: $(cw_err)"; cw_unlock; exit 1; }
+  cw_cwpart iptables > "$d/snap.iptables"
+  if cw_have6; then cw_cwpart ip6tables > "$d/snap.ip6tables"; fi
+  ipset save 2>/dev/null | awk '($1 == "create" || $1 == "add") && $2 ~ /^cw-/ && $2 !~ /^cw-d-/' > "$d/snap.sets"
+  ipset list -n > "$d/sets.before" 2>>"$d/err" || { cw_result failed "ipset: $(cw_err)"; cw_unlock; exit 1; }
+  # sets: only those that do not exist yet (content-addressed names)
+  awk -v before="$d/sets.before" 'BEGIN { while ((getline l < before) > 0) have[l] = 1 }
+    ($1 == "create" || $1 == "add" || $1 == "flush") && ($2 in have) { next } { print }' \
+    "$d/ipset.restore" > "$d/sets.new"
+  if [ -s "$d/sets.new" ]; then
+    ipset restore < "$d/sets.new" 2>>"$d/err" || cw_rollback "ipset restore refused the sets: $(cw_err)"
+  fi
+  for f in iptables ip6tables; do
+    if [ "$f" = iptables ]; then b="$d/iptables.v4"; else b="$d/iptables.v6"; fi
+    grep -q '^\*filter' "$b" 2>/dev/null || continue
+    if [ "$f" = ip6tables ] && ! cw_have6; then cw_rollback "the bundle has IPv6 rules but the cell has no ip6tables/IPv6"; fi
+    cw_cwpart "$f" > "$d/cur.$f"
+    cw_payload "$f" "$b" "$d/cur.$f" > "$d/payload.$f"
+    "$f-restore" -w --noflush < "$d/payload.$f" 2>>"$d/err" || cw_rollback "$f-restore refused the payload: $(cw_err)"
+  done
+  # verify
+  for f in iptables ip6tables; do
+    if [ "$f" = iptables ]; then b="$d/iptables.v4"; else b="$d/iptables.v6"; fi
+    grep -q '^\*filter' "$b" 2>/dev/null || continue
+    cw_cwpart "$f" > "$d/cur.$f"
+    cw_verify "$b" "$d/cur.$f" > "$d/verify" 2>&1 || cw_rollback "verification failed: $(tr '\n' ' ' < "$d/verify")"
+  done
+  # destroy unreferenced cw- sets (never cw-d-*): the kernel refuses sets in use
+  awk '$1 == "create" { print $2 }' "$d/ipset.restore" > "$d/sets.bundle"
+  ipset list -n 2>/dev/null | while read -r s; do
+    case "$s" in cw-d-*) ;; cw-*) grep -qxF -- "$s" "$d/sets.bundle" || ipset destroy "$s" 2>/dev/null ;; esac
+  done
+  cw_live | cw_hash > "$d/live.hash"
+  { printf '%s\n' "$cw_bundle"; cat "$d/live.hash"; } > "$cw_state/fleet-applied.new" &&
+    mv "$cw_state/fleet-applied.new" "$cw_state/fleet-applied"
+  cw_result changed
+  cw_unlock
+}
+
+cw_plan() {
+  echo "CW-SECTION live"
+  cw_live
+  cw_now=$(cw_live | cw_hash)
+  cw_recorded
+  echo "CW-SECTION end"
+  if [ -x "$cw_job" ]; then echo "CW-SECTION job"; fi
+  if [ "$cw_rec_bundle" = "$cw_bundle" ] && [ "$cw_rec_live" = "$cw_now" ]; then cw_result unchanged
+  else cw_result would-change; fi
+}
+
+cw_main() {
+  case "$cw_mode" in
+    apply) cw_apply ;;
+    plan) cw_plan ;;
+  esac
+}
+`;

@@ -1,0 +1,123 @@
+/**
+ * Transport: the system OpenSSH client, so the operator's ~/.ssh/config,
+ * agent, known_hosts and ProxyJump work unchanged.
+ *
+ * Host keys are always verified (StrictHostKeyChecking=yes, or accept-new when
+ * asked); BatchMode=yes (never prompts); connections are multiplexed through a
+ * ControlMaster socket in a private temp dir; every session has a hard timeout.
+ * The remote command is a constant string; data goes on stdin only.
+ */
+import { spawn, execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Cell } from './inventory.js';
+
+export interface SshConfig {
+  acceptNewHostKeys: boolean;
+  connectTimeoutSec: number;
+  /** ssh binary (tests may point elsewhere) */
+  ssh?: string;
+  /** directory for ControlMaster sockets (private, 0700) */
+  controlDir: string;
+}
+
+export function makeControlDir(): string {
+  // short path: unix socket paths are limited to ~104 bytes
+  return mkdtempSync(join(tmpdir(), 'cwssh-'));
+}
+
+export function sshArgs(cell: Cell, cfg: SshConfig, command: string): string[] {
+  const a = [
+    '-T', '-x', '-a',
+    '-o', 'BatchMode=yes',
+    '-o', `StrictHostKeyChecking=${cfg.acceptNewHostKeys ? 'accept-new' : 'yes'}`,
+    '-o', `ConnectTimeout=${cfg.connectTimeoutSec}`,
+    '-o', 'ServerAliveInterval=5',
+    '-o', 'ServerAliveCountMax=3',
+    '-o', 'ControlMaster=auto',
+    '-o', `ControlPath=${cfg.controlDir}/%C`,
+    '-o', 'ControlPersist=30',
+    '-o', 'LogLevel=ERROR',
+  ];
+  if (cell.knownHosts) a.push('-o', `UserKnownHostsFile="${cell.knownHosts}"`);
+  if (cell.identityFile) a.push('-i', cell.identityFile, '-o', 'IdentitiesOnly=yes');
+  if (cell.port) a.push('-p', String(cell.port));
+  if (cell.user) a.push('-l', cell.user);
+  if (cell.proxyJump) a.push('-J', cell.proxyJump);
+  a.push('--', cell.host, command);
+  return a;
+}
+
+export interface SessionResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  bytesSent: number;
+}
+
+export interface Session {
+  result: Promise<SessionResult>;
+  /** lines of stdout as they arrive */
+  onLine(fn: (line: string) => void): void;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/** Run the constant command on a cell, streaming `input` to its stdin. */
+export function runSession(cell: Cell, cfg: SshConfig, command: string, input: Buffer, timeoutMs: number): Session {
+  const child = spawn(cfg.ssh ?? 'ssh', sshArgs(cell, cfg, command), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const listeners: ((l: string) => void)[] = [];
+  let out = '';
+  let err = '';
+  let partial = '';
+  let timedOut = false;
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  child.stdout.on('data', (s: string) => {
+    out += s;
+    partial += s;
+    let i: number;
+    while ((i = partial.indexOf('\n')) >= 0) {
+      const line = partial.slice(0, i);
+      partial = partial.slice(i + 1);
+      for (const fn of listeners) fn(line);
+    }
+  });
+  child.stderr.on('data', (s: string) => { if (err.length < 65536) err += s; });
+  child.stdin.on('error', () => { /* remote closed early: the exit status tells */ });
+  child.stdin.end(input);
+  const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, timeoutMs);
+  const result = new Promise<SessionResult>((resolve) => {
+    child.on('error', (e) => { err += String(e.message); });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout: out, stderr: err, timedOut, bytesSent: input.length });
+    });
+  });
+  return {
+    result,
+    onLine: (fn) => { listeners.push(fn); },
+    kill: (sig = 'SIGKILL') => { child.kill(sig); },
+  };
+}
+
+/** Close the multiplexed master connections and remove the socket dir. */
+export async function closeMasters(cells: Cell[], cfg: SshConfig): Promise<void> {
+  await Promise.all(cells.map((c) => new Promise<void>((resolve) => {
+    const args = sshArgs(c, cfg, '').slice(0, -1);
+    args.splice(args.indexOf('--'), 0, '-O', 'exit');
+    execFile(cfg.ssh ?? 'ssh', args, { timeout: 5000 }, () => resolve());
+  })));
+  rmSync(cfg.controlDir, { recursive: true, force: true });
+}
+
+/** A short reason from ssh's stderr (host key refused, connection refused, ...). */
+export function sshFailureReason(stderr: string, code: number | null): string {
+  const lines = stderr.split('\n').map((l) => l.trim()).filter(Boolean);
+  const key = lines.find((l) => /host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|No .*host key is known/i.test(l));
+  if (key) return `host key not trusted: ${key}`;
+  const last = lines.filter((l) => !/^Warning: Permanently added/.test(l)).pop();
+  return last ? `ssh: ${last}` : `ssh exited with status ${code}`;
+}
