@@ -1,10 +1,14 @@
 import type { Command } from 'commander';
 import type { CliContext } from './main.js';
 
-// placeholder until the owning stage lands; replaced by the real command
 export function register(program: Command, ctx: CliContext): void {
-  program.command('validate').description('(not yet available)').allowUnknownOption().argument('[args...]').action(() => {
-    ctx.stderr.write('cellwall: validate is not implemented yet\n');
-    ctx.setExit(1);
-  });
+  program
+    .command('validate')
+    .description('check a policy (and the CF JSON files it names); list every error with file:line:col')
+    .argument('<policy>', 'policy file (YAML or JSON)')
+    .option('--json', 'print {ok, errors, warnings, summary} on stdout')
+    .action(async (policy: string, o: { json?: boolean }) => {
+      const { runValidate } = await import('../policy/validate.js');
+      ctx.setExit(await runValidate(policy, o, ctx));
+    });
 }
