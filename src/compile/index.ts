@@ -1,0 +1,638 @@
+/**
+ * The compiler: validated Policy + segment -> backend-neutral Plan (see plan.ts
+ * for the chain layout and SPEC §2 for the meaning it implements).
+ *
+ * Optimisations:
+ *  - destinations are unions computed by the core (exclusions were already
+ *    subtracted by the loader), minus the app-to-app space (decided in step 2)
+ *    and, for running sources of a restricted segment, intersected with
+ *    egress_allow; what is left empty is reported as shadowed;
+ *  - ASG rules are bucketed by (who is bound, log flag, protocol/port class)
+ *    and every bucket becomes ONE rule over ONE set: a hash:net,port set for
+ *    small port lists (one entry per CIDR x port), a hash:net set plus
+ *    multiport for large port ranges, a hash:net set for `all` and ICMP;
+ *    the rule count depends on the policy's shape, never on how many
+ *    destinations or containers there are;
+ *  - sets and chains are content-addressed: identical content -> one object,
+ *    and an unchanged policy gives byte-identical payloads.
+ */
+import { AddrSet, type Family } from '../core/index.js';
+import { DiagnosticsError, type Diagnostic, type SourceLoc } from '../errors.js';
+import type { AppRule, AsgRule, Phase, Policy, PortRange, Segment } from '../policy/model.js';
+import { dynamicSetName } from '../policy/names.js';
+import {
+  DYNAMIC_SET,
+  type FamilyPlan,
+  type Plan,
+  type PlanChain,
+  type PlanMatch,
+  type PlanRule,
+  type PlanSet,
+  type PlanSetKind,
+  type PlanStats,
+  type PlanTarget,
+} from './plan.js';
+import { CELLWALL_VERSION, multiportChunks, nextPow2, portCount, portsText, sha256, unionAll } from './util.js';
+import { redundantAsgRules } from './redundancy.js';
+
+export type { Plan } from './plan.js';
+
+export interface CompileOptions {
+  /** largest set the compiler will emit (entries); default 1,048,576 */
+  maxSetEntries?: number;
+  /** tcp/udp rules with at most this many ports use hash:net,port sets; default 16 */
+  smallPorts?: number;
+}
+
+export interface CompileResult {
+  plan: Plan;
+  warnings: Diagnostic[];
+}
+
+export const DEFAULT_MAX_SET_ENTRIES = 1 << 20;
+const DEFAULT_SMALL_PORTS = 16;
+const PHASES: Phase[] = ['running', 'staging'];
+const FAMILIES: Family[] = [4, 6];
+
+/** Compile one segment. Throws DiagnosticsError for compile-level errors (e.g. a set too large). */
+export function compileSegment(policy: Policy, segmentName: string, opts: CompileOptions = {}): CompileResult {
+  const segment = policy.segments.get(segmentName);
+  if (!segment) throw new Error(`compile: unknown segment ${segmentName}`);
+  const ctx = new Ctx(policy, segment, opts);
+  const families = { 4: ctx.compileFamily(4), 6: ctx.compileFamily(6) };
+  if (ctx.errors.length) throw new DiagnosticsError(ctx.errors);
+  ctx.reportShadowed();
+  const plan: Plan = {
+    segment: segment.name,
+    mode: policy.mode,
+    policyFile: policy.file,
+    policyHash: policy.hash,
+    cellwallVersion: CELLWALL_VERSION,
+    jumpComment: `cellwall segment ${segment.name} policy ${policy.hash.slice(0, 12)}`,
+    families,
+    stats: ctx.stats,
+  };
+  return { plan, warnings: [...redundantAsgRules(policy), ...ctx.warnings] };
+}
+
+/** Compile every segment; every error and warning, each reported once. Used by `cellwall validate`. */
+export function checkPolicy(policy: Policy, opts: CompileOptions = {}): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const seen = new Set<string>();
+  const add = (d: Diagnostic) => {
+    const key = `${d.severity}|${d.loc.file}|${d.loc.line}|${d.loc.col}|${d.message}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      out.push(d);
+    }
+  };
+  for (const name of policy.segments.keys()) {
+    try {
+      compileSegment(policy, name, opts).warnings.forEach(add);
+    } catch (e) {
+      if (e instanceof DiagnosticsError) e.diagnostics.forEach(add);
+      else throw e;
+    }
+  }
+  return out;
+}
+
+/** A chain name: `CW-` + role tag (P phase, A app-to-app, D deny) + 10 hex of the content, at most 28 characters. */
+function chainName(tag: string, rules: PlanRule[]): string {
+  return `CW-${tag}-${sha256(JSON.stringify(rules)).slice(0, 10)}`;
+}
+
+/** The chain FORWARD jumps to: stable per segment so the jump need not change with the policy. */
+export function topChainName(segment: string): string {
+  const clean = segment.toUpperCase().replace(/[^A-Z0-9]/g, '-').slice(0, 14);
+  return `CW-${clean}-${sha256(segment).slice(0, 8)}`;
+}
+
+interface Bucket {
+  srcKey: string;
+  /** undefined: any governed source of the phase */
+  groups: string[] | undefined;
+  log: boolean;
+  all: AsgRule[];
+  allSets: AddrSet[];
+  /** (proto:port) -> contributions */
+  ports: Map<string, { proto: 'tcp' | 'udp'; port: number; rules: AsgRule[]; sets: AddrSet[] }>;
+  ranges: Map<string, { proto: 'tcp' | 'udp'; ports: PortRange[]; rules: AsgRule[]; sets: AddrSet[] }>;
+  icmp: Map<string, { proto: 'icmp' | 'icmpv6'; type: number; code: number; rules: AsgRule[]; sets: AddrSet[] }>;
+}
+
+class Ctx {
+  readonly errors: Diagnostic[] = [];
+  readonly warnings: Diagnostic[] = [];
+  readonly stats: PlanStats = { asgRulesBound: 0, asgRulesShadowed: 0, setsShared: 0, chainsMerged: 0, cidrsIn: 0, cidrsOut: 0 };
+  private readonly maxEntries: number;
+  private readonly smallPorts: number;
+  /** per bound ASG rule: did it reach a set anywhere, and why not */
+  private readonly reach = new Map<AsgRule, { used: boolean; reason?: string }>();
+  private readonly bound = new Set<AsgRule>();
+  private readonly dynamicGroups: string[];
+  private readonly staticGroups: string[];
+
+  constructor(readonly policy: Policy, readonly segment: Segment, opts: CompileOptions) {
+    this.maxEntries = opts.maxSetEntries ?? DEFAULT_MAX_SET_ENTRIES;
+    this.smallPorts = opts.smallPorts ?? DEFAULT_SMALL_PORTS;
+    this.dynamicGroups = [...policy.groups.values()].filter((g) => g.kind === 'dynamic').map((g) => g.name).sort();
+    this.staticGroups = [...policy.groups.values()].filter((g) => g.kind === 'static').map((g) => g.name).sort();
+  }
+
+  compileFamily(f: Family): FamilyPlan {
+    return new FamilyCompiler(this, f).run();
+  }
+
+  error(loc: SourceLoc, message: string, expected?: string): void {
+    this.errors.push({ severity: 'error', loc, message, ...(expected ? { expected } : {}) });
+  }
+
+  get maxSetEntries(): number { return this.maxEntries; }
+  get small(): number { return this.smallPorts; }
+  get dynamics(): string[] { return this.dynamicGroups; }
+  get statics(): string[] { return this.staticGroups; }
+
+  noteBound(r: AsgRule): void {
+    if (!this.bound.has(r)) {
+      this.bound.add(r);
+      this.stats.asgRulesBound++;
+    }
+  }
+
+  noteReach(r: AsgRule, used: boolean, reason?: string): void {
+    const cur = this.reach.get(r) ?? { used: false };
+    if (used) cur.used = true;
+    else if (!cur.reason && reason) cur.reason = reason;
+    this.reach.set(r, cur);
+  }
+
+  reportShadowed(): void {
+    for (const r of this.bound) {
+      const st = this.reach.get(r);
+      if (!st || st.used || !st.reason) continue;
+      this.stats.asgRulesShadowed++;
+      this.warnings.push({
+        severity: 'warning',
+        loc: r.loc,
+        message: `security group ${r.asg} rule ${r.index} (${r.protocol} ${r.destinationText}) never applies in segment ${this.segment.name}: ${st.reason}`,
+      });
+    }
+  }
+}
+
+class FamilyCompiler {
+  private readonly sets = new Map<string, PlanSet>();
+  private readonly chains = new Map<string, PlanChain>();
+  /** static group addresses and the container network of this family: destinations decided by step 2 */
+  private readonly staticAppDst: AddrSet;
+  private readonly staticGoverned: AddrSet;
+  private denyChain = '';
+  private readonly destCache = new Map<AsgRule, { d: AddrSet; inApp: boolean }>();
+
+  constructor(private readonly ctx: Ctx, private readonly f: Family) {
+    const p = ctx.policy;
+    const staticSets = ctx.statics.map((g) => p.groups.get(g)!.set!.family(f));
+    const cn = ctx.segment.containerNetwork.family(f);
+    this.staticGoverned = unionAll([...staticSets, cn]);
+    this.staticAppDst = this.staticGoverned;
+  }
+
+  run(): FamilyPlan {
+    const { ctx, f } = this;
+    const seg = ctx.segment;
+    this.denyChain = this.addChain('D', 'deny', undefined, this.denyRules());
+    const top: PlanRule[] = [];
+    const phaseChains: Partial<Record<Phase, string>> = {};
+    for (const phase of PHASES) phaseChains[phase] = this.addChain('P', 'phase', phase, this.phaseRules(phase));
+    // classification: staging membership first (it is explicit), then every other governed source counts as running
+    const stg = this.listOrSingle(ctx.dynamics.map((g) => this.dynSet(g, 'staging')), `staging members of ${seg.name}`);
+    if (stg) top.push(rule({ src: { set: stg } }, { kind: 'goto', chain: phaseChains.staging! }, 0, 'staging sources', [seg.loc]));
+    const runMembers: string[] = [];
+    const gov = this.netSet(this.staticGoverned, `static groups and container network (${seg.name})`, [seg.loc]);
+    if (gov) runMembers.push(gov);
+    for (const g of ctx.dynamics) runMembers.push(this.dynSet(g, 'running'));
+    const run = this.listOrSingle(runMembers, `running sources of ${seg.name}`);
+    if (run) top.push(rule({ src: { set: run } }, { kind: 'goto', chain: phaseChains.running! }, 0, 'running sources', [seg.loc]));
+    const topName = topChainName(seg.name);
+    const chains: PlanChain[] = [{ name: topName, role: 'top', rules: top }];
+    // callees after callers: phase, a2a, deny
+    const order = { top: 0, phase: 1, a2a: 2, deny: 3 } as const;
+    const rest = [...this.chains.values()].filter((c) => referenced(c.name, top, this.chains));
+    rest.sort((a, b) => order[a.role] - order[b.role] || (a.phase ?? '').localeCompare(b.phase ?? '') || a.name.localeCompare(b.name));
+    chains.push(...rest);
+    const sets = [...this.sets.values()];
+    const setOrder = { dynamic: 0, net: 1, 'net,port': 1, list: 2 } as const;
+    sets.sort((a, b) => setOrder[a.kind.type] - setOrder[b.kind.type] || a.name.localeCompare(b.name));
+    return { family: f, top: topName, chains, sets };
+  }
+
+  // ---- chains ----
+
+  private addChain(tag: string, role: PlanChain['role'], phase: Phase | undefined, rules: PlanRule[]): string {
+    const name = chainName(tag, rules);
+    const same = this.chains.get(name);
+    if (same) {
+      // identical content (e.g. both phases): one chain serves both
+      this.ctx.stats.chainsMerged++;
+      if (same.phase !== phase) delete same.phase;
+    } else this.chains.set(name, { name, role, ...(phase ? { phase } : {}), rules });
+    return name;
+  }
+
+  private allow(match: PlanMatch, step: PlanRule['step'], what: string, locs: SourceLoc[]): PlanRule {
+    return rule(match, { kind: 'allow' }, step, what, locs);
+  }
+
+  private denyRules(): PlanRule[] {
+    const { policy, segment } = this.ctx;
+    const d = policy.defaults;
+    const loc = segment.loc;
+    const out: PlanRule[] = [];
+    if (d.logDenied) out.push(rule({}, { kind: 'log', prefix: logPrefix('CW-DENY', segment.name) }, 5, 'log denied', [loc]));
+    if (d.deny === 'drop') out.push(rule({}, { kind: 'drop' }, 5, 'deny (drop)', [loc]));
+    else {
+      out.push(rule({ proto: 'tcp' }, { kind: 'reject', with: 'tcp-reset' }, 5, 'deny tcp (reject)', [loc]));
+      out.push(rule({}, { kind: 'reject', with: 'port-unreachable' }, 5, 'deny (reject)', [loc]));
+    }
+    return out;
+  }
+
+  private phaseRules(phase: Phase): PlanRule[] {
+    const { ctx } = this;
+    const { policy, segment } = ctx;
+    const out: PlanRule[] = [];
+    const deny: PlanTarget = { kind: 'goto', chain: this.denyChain };
+    if (policy.defaults.established === 'accept') {
+      out.push(this.allow({ ctstate: 'ESTABLISHED,RELATED' }, 1, 'established', [segment.loc]));
+    }
+    // step 2: app-to-app space
+    const appMembers: string[] = [];
+    const sdst = this.netSet(this.staticAppDst, `app-to-app destinations (${segment.name})`, [segment.loc]);
+    if (sdst) appMembers.push(sdst);
+    for (const g of ctx.dynamics) for (const ph of PHASES) appMembers.push(this.dynSet(g, ph));
+    const appDst = this.listOrSingle(appMembers, `app-to-app destinations (${segment.name})`);
+    if (appDst) {
+      const a2a = this.addChain('A', 'a2a', phase, this.a2aRules(phase));
+      out.push(rule({ dst: { set: appDst } }, { kind: 'goto', chain: a2a }, 2, 'app-to-app', [segment.loc]));
+    }
+    // step 3
+    let egressAllow: AddrSet | undefined;
+    if (phase === 'running' && segment.egress === 'closed') {
+      out.push(rule({}, deny, 3, `segment ${segment.name} egress closed`, [segment.loc]));
+      this.asgBuckets(phase, undefined, true);
+      return out;
+    }
+    if (phase === 'running' && segment.egress === 'restricted') {
+      egressAllow = (segment.egressAllow ?? AddrSet.empty()).family(this.f);
+      const ea = this.netSet(egressAllow, `egress_allow of ${segment.name}`, [segment.loc]);
+      if (ea) out.push(rule({ dst: { set: ea, negate: true } }, deny, 3, `outside egress_allow of ${segment.name}`, [segment.loc]));
+      else {
+        out.push(rule({}, deny, 3, `segment ${segment.name} egress_allow empty`, [segment.loc]));
+        this.asgBuckets(phase, AddrSet.empty(), true);
+        return out;
+      }
+    }
+    // step 4
+    const buckets = this.asgBuckets(phase, egressAllow, false);
+    for (const b of buckets) out.push(...this.bucketRules(b, phase));
+    // step 5
+    out.push(rule({}, deny, 5, 'default deny', [segment.loc]));
+    return out;
+  }
+
+  private a2aRules(phase: Phase): PlanRule[] {
+    const { policy, segment } = this.ctx;
+    const out: PlanRule[] = [];
+    for (const r of policy.policies.rules) out.push(...this.appRule(r, phase));
+    if (policy.policies.default === 'allow') out.push(this.allow({}, 2, 'policies.default allow', [segment.loc]));
+    else out.push(rule({}, { kind: 'goto', chain: this.denyChain }, 2, 'policies.default deny', [segment.loc]));
+    return out;
+  }
+
+  private appRule(r: AppRule, phase: Phase): PlanRule[] {
+    if (!protoInFamily(r.protocol, this.f)) return [];
+    const src = this.groupSet(r.from, phase, r.loc);
+    if (!src) return [];
+    const dsts = this.groupDstSets(r.to, r.loc);
+    const what = `policy ${r.from} -> ${r.to} ${r.protocol}${r.ports ? ' ' + portsText(r.ports) : ''}`;
+    const out: PlanRule[] = [];
+    for (const dst of dsts) {
+      for (const m of protoMatches(r.protocol, r.ports, r.icmpType, r.icmpCode)) {
+        out.push(this.allow({ src: { set: src }, dst: { set: dst }, ...m }, 2, what, [r.loc]));
+      }
+    }
+    return out;
+  }
+
+  /** the set of a group's sources in a phase, or null when it has none in this family */
+  private groupSet(name: string, phase: Phase, loc: SourceLoc): string | null {
+    const g = this.ctx.policy.groups.get(name);
+    if (!g) return null;
+    if (g.kind === 'dynamic') return this.dynSet(name, phase);
+    return this.netSet(g.set!.family(this.f), `group ${name}`, [g.loc ?? loc]);
+  }
+
+  private groupDstSets(name: string, loc: SourceLoc): string[] {
+    const g = this.ctx.policy.groups.get(name);
+    if (!g) return [];
+    if (g.kind === 'dynamic') return PHASES.map((ph) => this.dynSet(name, ph));
+    const s = this.netSet(g.set!.family(this.f), `group ${name}`, [g.loc ?? loc]);
+    return s ? [s] : [];
+  }
+
+  // ---- ASG buckets ----
+
+  /**
+   * Destination of an ASG rule in this family, and whether all of it is
+   * app-to-app space (then step 2 always decides first: the rule is shadowed).
+   * The set keeps the destination as written: packets to app-to-app space
+   * never reach step 4, so subtracting it would only fragment the set.
+   */
+  private asgDest(r: AsgRule): { d: AddrSet; inApp: boolean } {
+    let e = this.destCache.get(r);
+    if (!e) {
+      const d = r.destination.family(this.f);
+      e = { d, inApp: this.staticAppDst.contains(d) };
+      this.destCache.set(r, e);
+    }
+    return e;
+  }
+
+  private asgBuckets(phase: Phase, egressAllow: AddrSet | undefined, allShadowed: boolean): Bucket[] {
+    const { ctx, f } = this;
+    const { policy, segment } = ctx;
+    // who is each ASG bound to in this phase
+    const boundTo = new Map<string, { global: boolean; groups: Set<string> }>();
+    for (const b of policy.bindings) {
+      if (!b.phases.includes(phase)) continue;
+      for (const sg of b.securityGroups) {
+        const e = boundTo.get(sg) ?? { global: false, groups: new Set<string>() };
+        if (b.groups === null) e.global = true;
+        else for (const g of b.groups) e.groups.add(g);
+        boundTo.set(sg, e);
+      }
+    }
+    const buckets = new Map<string, Bucket>();
+    const asgNames = [...boundTo.keys()].sort();
+    for (const name of asgNames) {
+      const sg = policy.securityGroups.get(name);
+      if (!sg) continue;
+      const bt = boundTo.get(name)!;
+      const groups = bt.global ? undefined : [...bt.groups].sort();
+      const srcKey = groups ? groups.join('\u0000') : '';
+      for (const r of sg.rules) {
+        ctx.noteBound(r);
+        if (!protoInFamily(r.protocol, f)) continue;
+        const raw = r.destination.family(f);
+        if (raw.isEmpty()) continue;
+        if (allShadowed) {
+          ctx.noteReach(r, false, segment.egress === 'closed' ? `segment ${segment.name} is closed for running apps` : `egress_allow of segment ${segment.name} is empty`);
+          continue;
+        }
+        const dest = this.asgDest(r);
+        let d = dest.d;
+        if (dest.inApp) {
+          ctx.noteReach(r, false, 'its destination is entirely app-to-app space (decided by policies, step 2)');
+          continue;
+        }
+        if (egressAllow) {
+          // only destinations inside egress_allow reach step 4: keep whichever form needs fewer CIDRs
+          const inside = d.intersect(egressAllow);
+          if (inside.isEmpty() || this.staticAppDst.contains(inside)) {
+            ctx.noteReach(r, false, `its destination is outside egress_allow of segment ${segment.name} (restricted) or app-to-app space`);
+            continue;
+          }
+          if (inside.cidrCount(f) <= d.cidrCount(f)) d = inside;
+        }
+        ctx.noteReach(r, true);
+        ctx.stats.cidrsIn += raw.cidrCount(f);
+        const key = `${r.log ? 0 : 1}\u0001${srcKey}`;
+        let b = buckets.get(key);
+        if (!b) {
+          b = { srcKey, groups, log: r.log, all: [], allSets: [], ports: new Map(), ranges: new Map(), icmp: new Map() };
+          buckets.set(key, b);
+        }
+        addToBucket(b, r, d, ctx.small);
+      }
+    }
+    // log buckets first (a packet matched by any log:true rule is logged), then by source key
+    return [...buckets.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map((e) => e[1]);
+  }
+
+  private bucketRules(b: Bucket, phase: Phase): PlanRule[] {
+    const src = b.groups ? this.bucketSource(b.groups, phase) : undefined;
+    if (b.groups && !src) return [];
+    const srcMatch: PlanMatch = src ? { src: { set: src } } : {};
+    const who = b.groups ? `groups ${b.groups.join(',')}` : 'global';
+    const out: PlanRule[] = [];
+    const emit = (m: PlanMatch, what: string, locs: SourceLoc[]) => {
+      const match = { ...srcMatch, ...m };
+      if (b.log) out.push(rule(match, { kind: 'log', prefix: logPrefix('CW-ALLOW', this.ctx.segment.name) }, 4, `log ${what}`, locs));
+      out.push(this.allow(match, 4, what, locs));
+    };
+    const locsOf = (rules: AsgRule[]) => dedupeLocs(rules.map((r) => r.loc));
+    const asgNames = (rules: AsgRule[]) => [...new Set(rules.map((r) => r.asg))].join(',');
+    if (b.all.length) {
+      const set = this.netSet(unionAll(b.allSets), `asg all (${who})`, locsOf(b.all), true);
+      if (set) emit({ dst: { set } }, `asg ${asgNames(b.all)} all`, locsOf(b.all));
+    }
+    if (b.ports.size) {
+      const entries = [...b.ports.values()].sort((x, y) => x.proto.localeCompare(y.proto) || x.port - y.port);
+      const byPort = entries.map((e) => ({ proto: e.proto, port: e.port, addrs: unionAll(e.sets) }));
+      const rules = entries.flatMap((e) => e.rules);
+      const set = this.netPortSet(byPort, `asg ports (${who})`, locsOf(rules));
+      if (set) emit({ dst: { set } }, `asg ${asgNames(rules)} ${summarizePorts(entries)}`, locsOf(rules));
+    }
+    for (const e of [...b.ranges.values()].sort((x, y) => cmpKey(x.proto + portsText(x.ports), y.proto + portsText(y.ports)))) {
+      const set = this.netSet(unionAll(e.sets), `asg ${e.proto} ${portsText(e.ports)} (${who})`, locsOf(e.rules), true);
+      if (!set) continue;
+      for (const chunk of multiportChunks(e.ports)) {
+        emit({ dst: { set }, proto: e.proto, dports: chunk }, `asg ${asgNames(e.rules)} ${e.proto} ${portsText(chunk)}`, locsOf(e.rules));
+      }
+    }
+    for (const e of [...b.icmp.values()].sort((x, y) => cmpKey(`${x.proto}/${x.type}/${x.code}`, `${y.proto}/${y.type}/${y.code}`))) {
+      const set = this.netSet(unionAll(e.sets), `asg ${e.proto} (${who})`, locsOf(e.rules), true);
+      if (set) emit({ dst: { set }, proto: e.proto, icmp: { type: e.type, code: e.code } }, `asg ${asgNames(e.rules)} ${e.proto} ${e.type}/${e.code}`, locsOf(e.rules));
+    }
+    return out;
+  }
+
+  /** sources of the given groups in a phase: one set (hash:net for the static ones, member sets, a list when several) */
+  private bucketSource(groups: string[], phase: Phase): string | null {
+    const p = this.ctx.policy;
+    const statics: AddrSet[] = [];
+    const members: string[] = [];
+    const locs: SourceLoc[] = [];
+    for (const name of groups) {
+      const g = p.groups.get(name);
+      if (!g) continue;
+      locs.push(g.loc);
+      if (g.kind === 'dynamic') members.push(this.dynSet(name, phase));
+      else statics.push(g.set!.family(this.f));
+    }
+    const s = statics.length ? this.netSet(unionAll(statics), `sources ${groups.join(',')}`, locs) : null;
+    if (s) members.unshift(s);
+    return this.listOrSingle(members, `sources ${groups.join(',')} ${phase}`);
+  }
+
+  // ---- sets ----
+
+  private register(name: string, kind: PlanSetKind, entries: number, what: string, locs: SourceLoc[]): string {
+    const existing = this.sets.get(name);
+    if (existing) {
+      this.ctx.stats.setsShared++;
+      if (existing.locs.length < 64) existing.locs = dedupeLocs([...existing.locs, ...locs]).slice(0, 64);
+      return name;
+    }
+    if (entries > this.ctx.maxSetEntries) {
+      this.ctx.error(locs[0] ?? this.ctx.segment.loc,
+        `the set for ${what} would hold ${entries} entries in the IPv${this.f} family, more than the maximum ${this.ctx.maxSetEntries}`,
+        'fewer, larger destination ranges (aggregate the destinations) or split the entry');
+    }
+    const maxelem = kind.type === 'list' ? Math.max(8, entries) : Math.max(65536, nextPow2(entries * 2));
+    const hashsize = kind.type === 'list' ? 0 : Math.max(1024, Math.min(1 << 20, nextPow2(Math.ceil(entries / 4))));
+    this.sets.set(name, { name, family: this.f, kind, entries, hashsize, maxelem, what, locs: dedupeLocs(locs).slice(0, 64) });
+    return name;
+  }
+
+  private netSet(addrs: AddrSet, what: string, locs: SourceLoc[], isDest = false): string | null {
+    const a = addrs.family(this.f);
+    if (a.isEmpty()) return null;
+    const n = ipsetEntryCount(a, this.f);
+    const name = `cw${this.f}n-${sha256(`net|${this.f}|${a.hash()}`).slice(0, 20)}`;
+    if (isDest && !this.sets.has(name)) this.ctx.stats.cidrsOut += n;
+    return this.register(name, { type: 'net', addrs: a }, n, what, locs);
+  }
+
+  private netPortSet(byPort: Array<{ proto: 'tcp' | 'udp'; port: number; addrs: AddrSet }>, what: string, locs: SourceLoc[]): string | null {
+    const parts = byPort.map((e) => ({ ...e, addrs: e.addrs.family(this.f) })).filter((e) => !e.addrs.isEmpty());
+    if (!parts.length) return null;
+    let n = 0;
+    for (const e of parts) n += ipsetEntryCount(e.addrs, this.f);
+    const key = parts.map((e) => `${e.proto}:${e.port}=${e.addrs.hash()}`).join('|');
+    const name = `cw${this.f}p-${sha256(`netport|${this.f}|${key}`).slice(0, 20)}`;
+    if (!this.sets.has(name)) this.ctx.stats.cidrsOut += n;
+    return this.register(name, { type: 'net,port', byPort: parts }, n, what, locs);
+  }
+
+  private listOrSingle(members: string[], what: string): string | null {
+    if (members.length === 0) return null;
+    if (members.length === 1) return members[0];
+    const name = `cw${this.f}l-${sha256(`list|${this.f}|${members.join(',')}`).slice(0, 20)}`;
+    return this.register(name, { type: 'list', members }, members.length, what, [this.ctx.segment.loc]);
+  }
+
+  private dynSet(group: string, phase: Phase): string {
+    const name = dynamicSetName(group, phase, this.f);
+    if (!this.sets.has(name)) {
+      const g = this.ctx.policy.groups.get(group)!;
+      this.sets.set(name, {
+        name, family: this.f, kind: { type: 'dynamic', group, phase }, entries: 0,
+        hashsize: DYNAMIC_SET.hashsize, maxelem: DYNAMIC_SET.maxelem, what: `${phase} members of ${group}`, locs: [g.loc],
+      });
+    }
+    return name;
+  }
+}
+
+/** entries of a hash:net set: the minimal CIDR cover, with a /0 written as two /1 (see render/ipset.ts) */
+function ipsetEntryCount(a: AddrSet, f: Family): number {
+  const n = a.cidrCount(f);
+  return n === 1 && a.equals(AddrSet.all().family(f)) ? 2 : n;
+}
+
+function addToBucket(b: Bucket, r: AsgRule, d: AddrSet, small: number): void {
+  if (r.protocol === 'all') {
+    b.all.push(r);
+    b.allSets.push(d);
+  } else if (r.protocol === 'tcp' || r.protocol === 'udp') {
+    const ports = r.ports ?? [{ from: 1, to: 65535 }];
+    if (portCount(ports) <= small) {
+      for (const pr of ports) {
+        for (let p = pr.from; p <= pr.to; p++) {
+          const k = `${r.protocol}:${p}`;
+          let e = b.ports.get(k);
+          if (!e) b.ports.set(k, (e = { proto: r.protocol, port: p, rules: [], sets: [] }));
+          e.rules.push(r);
+          e.sets.push(d);
+        }
+      }
+    } else {
+      const k = `${r.protocol}|${portsText(ports)}`;
+      let e = b.ranges.get(k);
+      if (!e) b.ranges.set(k, (e = { proto: r.protocol, ports, rules: [], sets: [] }));
+      e.rules.push(r);
+      e.sets.push(d);
+    }
+  } else {
+    const type = r.icmpType ?? -1;
+    const code = type === -1 ? -1 : (r.icmpCode ?? -1);
+    const k = `${r.protocol}|${type}|${code}`;
+    let e = b.icmp.get(k);
+    if (!e) b.icmp.set(k, (e = { proto: r.protocol, type, code, rules: [], sets: [] }));
+    e.rules.push(r);
+    e.sets.push(d);
+  }
+}
+
+/** match fields for a protocol/port/icmp spec; several when the ports need more than one multiport rule */
+function protoMatches(protocol: AppRule['protocol'], ports?: PortRange[], type?: number, code?: number): PlanMatch[] {
+  if (protocol === 'all') return [{}];
+  if (protocol === 'tcp' || protocol === 'udp') {
+    if (!ports || ports.length === 0) return [{ proto: protocol }];
+    return multiportChunks(ports).map((c) => ({ proto: protocol, dports: c }));
+  }
+  if (type === undefined || type === -1) return [{ proto: protocol, icmp: { type: -1, code: -1 } }];
+  return [{ proto: protocol, icmp: { type, code: code ?? -1 } }];
+}
+
+export function protoInFamily(p: AppRule['protocol'], f: Family): boolean {
+  return !((p === 'icmp' && f === 6) || (p === 'icmpv6' && f === 4));
+}
+
+function rule(match: PlanMatch, target: PlanTarget, step: PlanRule['step'], what: string, locs: SourceLoc[]): PlanRule {
+  return { match, target, step, what, locs: dedupeLocs(locs) };
+}
+
+function dedupeLocs(locs: SourceLoc[]): SourceLoc[] {
+  const seen = new Set<string>();
+  const out: SourceLoc[] = [];
+  for (const l of locs) {
+    const k = `${l.file}:${l.line}:${l.col}`;
+    if (!seen.has(k)) {
+      seen.add(k);
+      out.push(l);
+    }
+  }
+  return out;
+}
+
+/** `<tag> <segment> `, at most 29 characters (the kernel's LOG prefix limit), only safe characters */
+export function logPrefix(tag: string, segment: string): string {
+  const clean = segment.replace(/[^A-Za-z0-9._:-]/g, '_');
+  return `${tag} ${clean}`.slice(0, 28) + ' ';
+}
+
+function summarizePorts(entries: Array<{ proto: string; port: number }>): string {
+  const byProto = new Map<string, number[]>();
+  for (const e of entries) byProto.set(e.proto, [...(byProto.get(e.proto) ?? []), e.port]);
+  return [...byProto.entries()].map(([p, ports]) => `${p} ${ports.slice(0, 8).join(',')}${ports.length > 8 ? ',...' : ''}`).join(' ');
+}
+
+function cmpKey(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** chains reachable from the top rules */
+function referenced(name: string, top: PlanRule[], chains: Map<string, PlanChain>): boolean {
+  const seen = new Set<string>();
+  const stack = top.filter((r) => r.target.kind === 'goto').map((r) => (r.target as { chain: string }).chain);
+  while (stack.length) {
+    const c = stack.pop()!;
+    if (seen.has(c)) continue;
+    seen.add(c);
+    for (const r of chains.get(c)?.rules ?? []) if (r.target.kind === 'goto') stack.push(r.target.chain);
+  }
+  return seen.has(name);
+}

@@ -1,0 +1,78 @@
+/**
+ * Redundant ASG rules: a rule whose every (destination, protocol, port/type)
+ * is already allowed by the other rules of the same security group.
+ *
+ * No pairwise O(n²) set work: rules are grouped by their protocol/port class
+ * ("signature"); for each signature the rules that cover it (protocol all,
+ * same protocol with a superset of ports, ICMP any type...) are listed once,
+ * and with prefix and suffix unions each rule is checked against "all the
+ * others" with one union and one containment test.
+ */
+import type { AddrSet } from '../core/index.js';
+import type { Diagnostic } from '../errors.js';
+import type { AsgRule, Policy, PortRange } from '../policy/model.js';
+import { locText, portsText } from './util.js';
+
+function signature(r: AsgRule): string {
+  if (r.protocol === 'tcp' || r.protocol === 'udp') return `${r.protocol}|${portsText(r.ports ?? [])}`;
+  if (r.protocol === 'icmp' || r.protocol === 'icmpv6') return `${r.protocol}|${r.icmpType ?? -1}|${r.icmpCode ?? -1}`;
+  return 'all';
+}
+
+function portsCover(outer: PortRange[], inner: PortRange[]): boolean {
+  return inner.every((i) => outer.some((o) => o.from <= i.from && i.to <= o.to));
+}
+
+/** does rule s allow every protocol/port that rule r does (destinations aside)? */
+export function classCovers(s: AsgRule, r: AsgRule): boolean {
+  if (s.protocol === 'all') return true;
+  if (s.protocol !== r.protocol) return false;
+  if (s.protocol === 'tcp' || s.protocol === 'udp') {
+    const full = [{ from: 1, to: 65535 }];
+    return portsCover(s.ports ?? full, r.ports ?? full);
+  }
+  const st = s.icmpType ?? -1;
+  const rt = r.icmpType ?? -1;
+  if (st === -1) return true;
+  if (st !== rt) return false;
+  const sc = s.icmpCode ?? -1;
+  return sc === -1 || sc === (r.icmpCode ?? -1);
+}
+
+export function redundantAsgRules(policy: Policy): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  for (const sg of policy.securityGroups.values()) {
+    const rules = sg.rules;
+    if (rules.length < 2) continue;
+    const bySig = new Map<string, AsgRule[]>();
+    for (const r of rules) {
+      const k = signature(r);
+      bySig.set(k, [...(bySig.get(k) ?? []), r]);
+    }
+    for (const group of bySig.values()) {
+      const cands = rules.filter((s) => classCovers(s, group[0]));
+      if (cands.length < 2) continue;
+      const prefix: Array<AddrSet | undefined> = [undefined];
+      for (const c of cands) prefix.push(prefix[prefix.length - 1]?.union(c.destination) ?? c.destination);
+      const suffix: Array<AddrSet | undefined> = new Array(cands.length + 1).fill(undefined);
+      for (let i = cands.length - 1; i >= 0; i--) suffix[i] = suffix[i + 1]?.union(cands[i].destination) ?? cands[i].destination;
+      for (const r of group) {
+        const i = cands.indexOf(r);
+        const before = prefix[i];
+        const after = suffix[i + 1];
+        const others = before && after ? before.union(after) : (before ?? after);
+        if (!others || !others.contains(r.destination)) continue;
+        // of two identical rules, report only the later one
+        const earlierCovers = before?.contains(r.destination) ?? false;
+        if (!earlierCovers && cands.slice(i + 1).some((c) => signature(c) === signature(r) && c.destination.equals(r.destination))) continue;
+        const by = cands.filter((c) => c !== r && !c.destination.intersect(r.destination).isEmpty()).slice(0, 3);
+        out.push({
+          severity: 'warning',
+          loc: r.loc,
+          message: `redundant rule ${r.index} of security group ${sg.name} (${r.protocol} ${r.destinationText}): everything it allows is already allowed by ${by.map((c) => `rule ${c.index} (${locText(c.loc, policy.file)})`).join(', ')}`,
+        });
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,70 @@
+/** Small helpers shared by the compiler, renderers and explain. */
+import { createHash } from 'node:crypto';
+import { basename, dirname, relative } from 'node:path';
+import { AddrSet } from '../core/index.js';
+import type { SourceLoc } from '../errors.js';
+import type { PortRange } from '../policy/model.js';
+
+export const CELLWALL_VERSION = '0.1.0';
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
+/** Union of many sets as a balanced tree of pairwise unions: O(total · log n), one WASM call per union. */
+export function unionAll(sets: AddrSet[]): AddrSet {
+  if (sets.length === 0) return AddrSet.empty();
+  let level = sets;
+  while (level.length > 1) {
+    const next: AddrSet[] = [];
+    for (let i = 0; i < level.length; i += 2) next.push(i + 1 < level.length ? level[i].union(level[i + 1]) : level[i]);
+    level = next;
+  }
+  return level[0];
+}
+
+export function portsText(ports: PortRange[]): string {
+  return ports.map((p) => (p.from === p.to ? String(p.from) : `${p.from}-${p.to}`)).join(',');
+}
+
+/** number of ports in a list of ranges */
+export function portCount(ports: PortRange[]): number {
+  let n = 0;
+  for (const p of ports) n += p.to - p.from + 1;
+  return n;
+}
+
+/** multiport takes at most 15 slots; a range takes 2. Splits a port list into rule-sized chunks. */
+export function multiportChunks(ports: PortRange[]): PortRange[][] {
+  const out: PortRange[][] = [];
+  let cur: PortRange[] = [];
+  let slots = 0;
+  for (const p of ports) {
+    const need = p.from === p.to ? 1 : 2;
+    if (slots + need > 15) {
+      out.push(cur);
+      cur = [];
+      slots = 0;
+    }
+    cur.push(p);
+    slots += need;
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+
+/** `file:line:col` with the file relative to the main policy file's folder, so output does not depend on the cwd. */
+export function locText(loc: SourceLoc, policyFile: string): string {
+  let file = loc.file;
+  if (policyFile) {
+    const rel = relative(dirname(policyFile), loc.file);
+    file = rel && !rel.startsWith('..') ? rel : basename(loc.file);
+  }
+  return `${file}:${loc.line}:${loc.col}`;
+}
+
+export function nextPow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}

@@ -1,0 +1,65 @@
+/**
+ * Plan -> `ipset restore` payload for both families.
+ *
+ * Every line carries -exist: loading twice is harmless. Content-addressed sets
+ * (cw4n-/cw4p-/cw4l-...) have a name derived from their content, so an
+ * existing set of that name already holds these entries; sets are never
+ * flushed (a flush would open a window in which live rules see an empty set).
+ * Dynamic member sets are created empty when missing and otherwise left alone.
+ * Removing sets no longer referenced is the applier's job.
+ *
+ * hash:net cannot hold a /0: 0.0.0.0/0 and ::/0 are written as two /1.
+ */
+import type { AddrSet, Family } from '../core/index.js';
+import { DYNAMIC_SET, type Plan, type PlanSet } from '../compile/plan.js';
+import { commentLine } from './quote.js';
+
+/** the CIDRs a hash:net set holds for these addresses (minimal cover, /0 split) */
+export function ipsetCidrs(addrs: AddrSet, f: Family): string[] {
+  const cidrs = addrs.toCidrs(f);
+  const out: string[] = [];
+  for (const c of cidrs) {
+    if (c === '0.0.0.0/0') out.push('0.0.0.0/1', '128.0.0.0/1');
+    else if (c === '::/0') out.push('::/1', '8000::/1');
+    else out.push(c);
+  }
+  return out;
+}
+
+export function renderIpset(plan: Plan): string {
+  const lines: string[] = [
+    commentLine(`cellwall ${plan.cellwallVersion} segment ${plan.segment} policy ${plan.policyHash}`),
+    commentLine('load with: ipset restore (before iptables-restore / ip6tables-restore)'),
+  ];
+  for (const f of [4, 6] as const) for (const s of plan.families[f].sets) renderSet(s, lines);
+  lines.push('');
+  return lines.join('\n');
+}
+
+function familyWord(f: Family): string {
+  return f === 4 ? 'inet' : 'inet6';
+}
+
+function renderSet(s: PlanSet, out: string[]): void {
+  const k = s.kind;
+  switch (k.type) {
+    case 'dynamic':
+      out.push(`create ${s.name} ${DYNAMIC_SET.type} family ${familyWord(s.family)} hashsize ${DYNAMIC_SET.hashsize} maxelem ${DYNAMIC_SET.maxelem} -exist`);
+      return;
+    case 'net':
+      out.push(`create ${s.name} hash:net family ${familyWord(s.family)} hashsize ${s.hashsize} maxelem ${s.maxelem} -exist`);
+      for (const c of ipsetCidrs(k.addrs, s.family)) out.push(`add ${s.name} ${c} -exist`);
+      return;
+    case 'net,port':
+      out.push(`create ${s.name} hash:net,port family ${familyWord(s.family)} hashsize ${s.hashsize} maxelem ${s.maxelem} -exist`);
+      for (const e of k.byPort) {
+        const suffix = `,${e.proto}:${e.port} -exist`;
+        for (const c of ipsetCidrs(e.addrs, s.family)) out.push(`add ${s.name} ${c}${suffix}`);
+      }
+      return;
+    case 'list':
+      out.push(`create ${s.name} list:set size ${s.maxelem} -exist`);
+      for (const m of k.members) out.push(`add ${s.name} ${m} -exist`);
+      return;
+  }
+}
