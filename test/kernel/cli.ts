@@ -13,7 +13,8 @@ import type { Outcome, ProbeResult, Proto, Topology } from './netns.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const EXAMPLES = join(ROOT, 'examples');
-const BIN = join(ROOT, 'bin', 'cellwall.js');
+// CELLWALL_BIN: run the kernel tests against another build of the CLI
+const BIN = process.env.CELLWALL_BIN ?? join(ROOT, 'bin', 'cellwall.js');
 
 export async function cellwall(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
   return run([process.execPath, BIN, ...args], 60_000);

@@ -24,13 +24,13 @@ const side = (role: string, v4: string, v6: string): SideSpec => ({
   ],
 });
 const SIDES = [
-  side('hr1', '192.168.1', 'fd00:168:1'),
-  side('hr2', '192.168.2', 'fd00:168:2'),
-  side('it1', '10.150.1', 'fd00:150:1'),
-  side('it2', '10.150.2', 'fd00:150:2'),
+  side('hr1', '192.168.1', 'fd00:168:0:1'),
+  side('hr2', '192.168.2', 'fd00:168:0:2'),
+  side('it1', '10.150.1', 'fd00:150:0:1'),
+  side('it2', '10.150.2', 'fd00:150:0:2'),
 ];
 const HR1 = '192.168.1.10', HR2 = '192.168.2.10', IT1 = '10.150.1.10', IT2 = '10.150.2.10';
-const HR1v6 = 'fd00:168:1::10', HR2v6 = 'fd00:168:2::10', IT1v6 = 'fd00:150:1::10', IT2v6 = 'fd00:150:2::10';
+const HR1v6 = 'fd00:168:0:1::10', HR2v6 = 'fd00:168:0:2::10', IT1v6 = 'fd00:150:0:1::10', IT2v6 = 'fd00:150:0:2::10';
 
 describe.skipIf(kernel.skip)('scenario 3: DC/OS IT/HR overlay isolation (kernel, enforce + drop)', () => {
   let t: Topology;

@@ -32,6 +32,11 @@ describe('payload reader', () => {
     expect(r[3].limit).toEqual({ rate: '10/min', burst: 3 });
   });
 
+  it('reads -I CHAIN [position] like -A', () => {
+    const [r] = parseRules('-I FORWARD 1 -m comment --comment "x y" -j CW-TOP');
+    expect(r).toMatchObject({ chain: 'FORWARD', matches: [], verdict: 'CW-TOP' });
+  });
+
   it('finds each LOG rule with the rules a logged packet meets next', () => {
     const logs = logRules(TEXT);
     expect(logs.map((l) => l.prefix)).toEqual(['CW-ALLOW x ', 'CW-DENY seg ']);

@@ -48,14 +48,16 @@ export function tokenize(line: string): string[] {
   return out;
 }
 
-/** every `-A` rule of the text, in order (both payload and `iptables-save [-c]` forms) */
+/** every `-A` / `-I` rule of the text, in order (both payload and `iptables-save [-c]` forms) */
 export function parseRules(text: string): ParsedRule[] {
   const rules: ParsedRule[] = [];
   for (const raw of text.split('\n')) {
-    const m = /^(?:\[(\d+):(\d+)\] )?(-A \S+.*)$/.exec(raw.trim());
+    const m = /^(?:\[(\d+):(\d+)\] )?(-[AI] \S+.*)$/.exec(raw.trim());
     if (!m) continue;
     const toks = tokenize(m[3]);
     const chain = toks[1];
+    // -I CHAIN [position]
+    if (toks[0] === '-I' && /^\d+$/.test(toks[2] ?? '')) toks.splice(2, 1);
     const chunks: string[][] = [];
     let verdict = '';
     let targetArgs: string[] = [];
