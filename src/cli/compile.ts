@@ -1,10 +1,19 @@
 import type { Command } from 'commander';
 import type { CliContext } from './main.js';
+import type { CompileCliOptions } from '../compile/cli.js';
 
-// placeholder until the owning stage lands; replaced by the real command
 export function register(program: Command, ctx: CliContext): void {
-  program.command('compile').description('(not yet available)').allowUnknownOption().argument('[args...]').action(() => {
-    ctx.stderr.write('cellwall: compile is not implemented yet\n');
-    ctx.setExit(1);
-  });
+  program
+    .command('compile')
+    .description('compile a segment into ipset.restore, iptables.v4, iptables.v6 and manifest.json')
+    .argument('<policy>', 'policy file (YAML or JSON)')
+    .requiredOption('--segment <name>', 'the isolation segment to compile')
+    .option('--out <dir>', 'write the payloads and manifest.json into this folder')
+    .option('--backend <name>', 'iptables (nft and ebpf: not yet supported)', 'iptables')
+    .option('--print', 'print the payloads on stdout')
+    .option('--json', 'print a JSON summary on stdout')
+    .action(async (policy: string, o: CompileCliOptions) => {
+      const { runCompile } = await import('../compile/cli.js');
+      ctx.setExit(await runCompile(policy, o, ctx));
+    });
 }

@@ -481,7 +481,6 @@ class FamilyCompiler {
   private register(name: string, kind: PlanSetKind, entries: number, what: string, locs: SourceLoc[]): string {
     const existing = this.sets.get(name);
     if (existing) {
-      this.ctx.stats.setsShared++;
       if (existing.locs.length < 64) existing.locs = dedupeLocs([...existing.locs, ...locs]).slice(0, 64);
       return name;
     }
@@ -501,7 +500,10 @@ class FamilyCompiler {
     if (a.isEmpty()) return null;
     const n = ipsetEntryCount(a, this.f);
     const name = `cw${this.f}n-${sha256(`net|${this.f}|${a.hash()}`).slice(0, 20)}`;
-    if (isDest && !this.sets.has(name)) this.ctx.stats.cidrsOut += n;
+    if (isDest) {
+      if (this.sets.has(name)) this.ctx.stats.setsShared++;
+      else this.ctx.stats.cidrsOut += n;
+    }
     return this.register(name, { type: 'net', addrs: a }, n, what, locs);
   }
 
@@ -512,7 +514,8 @@ class FamilyCompiler {
     for (const e of parts) n += ipsetEntryCount(e.addrs, this.f);
     const key = parts.map((e) => `${e.proto}:${e.port}=${e.addrs.hash()}`).join('|');
     const name = `cw${this.f}p-${sha256(`netport|${this.f}|${key}`).slice(0, 20)}`;
-    if (!this.sets.has(name)) this.ctx.stats.cidrsOut += n;
+    if (this.sets.has(name)) this.ctx.stats.setsShared++;
+    else this.ctx.stats.cidrsOut += n;
     return this.register(name, { type: 'net,port', byPort: parts }, n, what, locs);
   }
 

@@ -1,0 +1,200 @@
+/**
+ * `cellwall compile` and `cellwall explain`: loaded lazily by src/cli/compile.ts
+ * and src/cli/explain.ts.
+ */
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { CliContext } from '../cli/main.js';
+import { CellwallError, formatDiagnostic, type Diagnostic } from '../errors.js';
+import type { Phase, Policy } from '../policy/model.js';
+import { renderIpset } from '../render/ipset.js';
+import { renderIptables, ruleText } from '../render/iptables.js';
+import { familyCounts, renderManifest, type Payloads } from '../render/manifest.js';
+import { evaluatePlan, type Evaluation, type Packet, type PacketProto } from './evaluate.js';
+import { compileSegment, type CompileResult } from './index.js';
+import type { Plan } from './plan.js';
+import { locText } from './util.js';
+
+export const BACKENDS = ['iptables', 'nft', 'ebpf'] as const;
+
+export function renderPayloads(plan: Plan): Payloads {
+  return { 'ipset.restore': renderIpset(plan), 'iptables.v4': renderIptables(plan, 4), 'iptables.v6': renderIptables(plan, 6) };
+}
+
+/** Payloads plus manifest, keyed by the file names `compile --out` writes. */
+export function renderAll(plan: Plan): Payloads & { 'manifest.json': string } {
+  const p = renderPayloads(plan);
+  return { ...p, 'manifest.json': renderManifest(plan, p) };
+}
+
+async function load(file: string): Promise<Policy> {
+  const { loadPolicy } = await import('../policy/index.js');
+  return loadPolicy(file);
+}
+
+export function requireSegment(policy: Policy, segment: string | undefined): string {
+  const names = [...policy.segments.keys()];
+  if (!segment) throw new CellwallError(`--segment is required (segments in ${policy.file}: ${names.join(', ') || 'none'})`);
+  if (!policy.segments.has(segment)) {
+    throw new CellwallError(`unknown segment ${JSON.stringify(segment)} (segments in ${policy.file}: ${names.join(', ') || 'none'})`);
+  }
+  return segment;
+}
+
+function checkBackend(b: string | undefined): void {
+  const backend = b ?? 'iptables';
+  if (backend === 'iptables') return;
+  if ((BACKENDS as readonly string[]).includes(backend)) throw new CellwallError(`backend ${backend} is not yet supported (available: iptables)`);
+  throw new CellwallError(`unknown backend ${JSON.stringify(backend)} (expected one of: ${BACKENDS.join(', ')})`);
+}
+
+function printWarnings(ctx: CliContext, ws: Diagnostic[]): void {
+  for (const w of ws) ctx.stderr.write(`${formatDiagnostic(w)}\n`);
+}
+
+export interface CompileCliOptions {
+  segment?: string;
+  out?: string;
+  backend?: string;
+  json?: boolean;
+  print?: boolean;
+}
+
+export async function runCompile(file: string, o: CompileCliOptions, ctx: CliContext): Promise<number> {
+  checkBackend(o.backend);
+  const policy = await load(file);
+  const segment = requireSegment(policy, o.segment);
+  const result: CompileResult = compileSegment(policy, segment);
+  const files = renderAll(result.plan);
+  if (o.out) {
+    await mkdir(o.out, { recursive: true });
+    for (const [name, text] of Object.entries(files)) {
+      const tmp = join(o.out, `.${name}.tmp`);
+      await writeFile(tmp, text);
+      await rename(tmp, join(o.out, name));
+    }
+  }
+  const plan = result.plan;
+  const counts = { v4: familyCounts(plan, 4), v6: familyCounts(plan, 6) };
+  if (o.json) {
+    ctx.stdout.write(JSON.stringify({
+      segment, backend: 'iptables', out: o.out ?? null, counts, stats: plan.stats,
+      warnings: result.warnings.map((w) => ({ ...w, text: formatDiagnostic(w) })),
+      ...(o.print ? { payloads: files } : {}),
+    }, null, 2) + '\n');
+    return 0;
+  }
+  printWarnings(ctx, result.warnings);
+  if (o.print) {
+    for (const [name, text] of Object.entries(files)) ctx.stdout.write(`==> ${name} <==\n${text}`);
+    return 0;
+  }
+  const s = plan.stats;
+  const lines = [
+    `segment ${segment} (${plan.mode}), policy ${plan.policyHash.slice(0, 12)}`,
+    `IPv4: ${counts.v4.rules} rules in ${counts.v4.chains} chains, ${counts.v4.sets} sets, ${counts.v4.entries} set entries`,
+    `IPv6: ${counts.v6.rules} rules in ${counts.v6.chains} chains, ${counts.v6.sets} sets, ${counts.v6.entries} set entries`,
+    `optimised: ${s.asgRulesBound} bound ASG rules -> destination CIDRs ${s.cidrsIn} -> ${s.cidrsOut} in sets; ` +
+      `${s.setsShared} identical sets shared, ${s.chainsMerged} identical chains merged, ${s.asgRulesShadowed} shadowed ASG rules dropped`,
+    `warnings: ${result.warnings.length}`,
+    o.out ? `wrote ${Object.keys(files).map((n) => join(o.out!, n)).join(', ')}` : 'dry run: nothing written (use --out DIR, or --print to see the payloads)',
+  ];
+  ctx.stdout.write(lines.join('\n') + '\n');
+  return 0;
+}
+
+export interface ExplainCliOptions {
+  segment?: string;
+  src?: string;
+  dst?: string;
+  phase?: string;
+  member?: string[];
+  proto?: string;
+  port?: string;
+  type?: string;
+  code?: string;
+  established?: boolean;
+  json?: boolean;
+}
+
+const STEP_NAMES = ['source classification', 'established connection', 'app-to-app policies', 'segment egress', 'ASG', 'default deny'];
+
+function intOption(name: string, v: string | undefined, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^-?\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new CellwallError(`--${name}: expected an integer ${min}..${max}, got ${JSON.stringify(v)}`);
+  return Number(v);
+}
+
+/** Turn explain options into a packet and membership, checking them against the policy. */
+export function explainQuery(policy: Policy, o: ExplainCliOptions): { packet: Packet; phase: Phase; groups: string[] } {
+  if (!o.src) throw new CellwallError('--src IP is required');
+  if (!o.dst) throw new CellwallError('--dst IP is required');
+  const phase = (o.phase ?? 'running') as Phase;
+  if (phase !== 'running' && phase !== 'staging') throw new CellwallError(`--phase: expected running or staging, got ${JSON.stringify(o.phase)}`);
+  const protos = ['tcp', 'udp', 'icmp', 'icmpv6'];
+  const proto = (o.proto ?? 'tcp') as PacketProto;
+  if (!protos.includes(proto)) throw new CellwallError(`--proto: expected one of ${protos.join(', ')}, got ${JSON.stringify(o.proto)}`);
+  const groups = o.member ?? [];
+  const dynamic = [...policy.groups.values()].filter((g) => g.kind === 'dynamic').map((g) => g.name);
+  for (const g of groups) {
+    if (!dynamic.includes(g)) {
+      throw new CellwallError(`--member ${JSON.stringify(g)}: not a dynamic group (dynamic groups: ${dynamic.join(', ') || 'none'}); static group membership follows from --src`);
+    }
+  }
+  if (phase === 'staging' && groups.length === 0) {
+    throw new CellwallError('--phase staging needs --member GROUP: a source is staging only through a dynamic group\'s staging member set');
+  }
+  const port = intOption('port', o.port, 1, 65535);
+  if ((proto === 'tcp' || proto === 'udp') && port === undefined) throw new CellwallError(`--port N is required for --proto ${proto}`);
+  if ((proto === 'icmp' || proto === 'icmpv6') && port !== undefined) throw new CellwallError(`--port is not allowed for --proto ${proto} (use --type and --code)`);
+  const type = intOption('type', o.type, 0, 255);
+  const code = intOption('code', o.code, 0, 255);
+  if ((proto === 'tcp' || proto === 'udp') && (type !== undefined || code !== undefined)) throw new CellwallError(`--type/--code are for icmp/icmpv6 only`);
+  const packet: Packet = { src: o.src, dst: o.dst, proto, ...(port !== undefined ? { port } : {}), ...(type !== undefined ? { type } : {}), ...(code !== undefined ? { code } : {}), established: !!o.established };
+  return { packet, phase, groups };
+}
+
+export async function runExplain(file: string, o: ExplainCliOptions, ctx: CliContext): Promise<number> {
+  const policy = await load(file);
+  const segment = requireSegment(policy, o.segment);
+  const q = explainQuery(policy, o);
+  const { plan } = compileSegment(policy, segment);
+  const ev = evaluatePlan(plan, q.packet, { phase: q.phase, groups: q.groups });
+  if (o.json) {
+    ctx.stdout.write(JSON.stringify(explainJson(plan, ev, q), null, 2) + '\n');
+    return 0;
+  }
+  ctx.stdout.write(explainText(plan, ev) + '\n');
+  return 0;
+}
+
+function explainJson(plan: Plan, ev: Evaluation, q: { packet: Packet; phase: Phase; groups: string[] }) {
+  const sets = new Map(plan.families[ev.family].sets.map((s) => [s.name, s]));
+  return {
+    segment: plan.segment, mode: plan.mode, packet: q.packet, phase: q.phase, members: q.groups,
+    verdict: ev.verdict, target: ev.target, ...(ev.rejectWith ? { rejectWith: ev.rejectWith } : {}),
+    step: ev.step, stepName: ev.step === null ? null : STEP_NAMES[ev.step], what: ev.what,
+    locs: ev.locs.map((l) => ({ at: locText(l, plan.policyFile), path: l.path })),
+    logged: ev.logged,
+    trace: ev.trace.map((t) => ({ chain: t.chain, rule: t.index, step: t.rule.step, what: t.rule.what, iptables: `-A ${t.chain} ${ruleText(plan, ev.family, t.rule, sets)}` })),
+  };
+}
+
+function explainText(plan: Plan, ev: Evaluation): string {
+  const sets = new Map(plan.families[ev.family].sets.map((s) => [s.name, s]));
+  const meaning: Record<string, string> = {
+    RETURN: ev.verdict === 'untouched' ? 'not governed by cellwall: continues in FORWARD' : 'back to the platform\'s FORWARD rules (tighten)',
+    ACCEPT: 'accepted (enforce)',
+    REJECT: ev.rejectWith === 'tcp-reset' ? 'TCP reset' : 'port-unreachable',
+    DROP: 'dropped',
+  };
+  const lines = [`verdict: ${ev.verdict} (${ev.target}: ${meaning[ev.target]})`];
+  if (ev.step !== null) lines.push(`decided by step ${ev.step} (${STEP_NAMES[ev.step]}): ${ev.what}`);
+  for (const l of ev.locs.slice(0, 10)) lines.push(`  from ${locText(l, plan.policyFile)}${l.path ? ` ${l.path}` : ''}`);
+  if (ev.locs.length > 10) lines.push(`  ... and ${ev.locs.length - 10} more policy entries`);
+  for (const p of ev.logged) lines.push(`logged with prefix ${JSON.stringify(p)}`);
+  lines.push(`trace (IPv${ev.family}, segment ${plan.segment}):`);
+  for (const t of ev.trace) lines.push(`  [step ${t.rule.step}] -A ${t.chain} ${ruleText(plan, ev.family, t.rule, sets)}`);
+  if (ev.trace.length === 0) lines.push('  (no rule matched)');
+  return lines.join('\n');
+}
