@@ -1,11 +1,22 @@
 /**
- * POLICY + --segment -> payload, through the policy loader, the compiler and
- * the renderers (the same path as `cellwall compile`).
+ * POLICY + --segment -> payload, through the same path as `cellwall compile`
+ * (policy loader, segment compiler, renderers).
  */
-import { CellwallError } from '../errors.js';
+import { renderAll, requireSegment } from '../compile/cli.js';
+import { compileSegment } from '../compile/index.js';
+import { loadPolicy } from '../policy/index.js';
 import type { Payload } from './payload.js';
 
 export async function compileToPayload(policyFile: string, segment: string): Promise<{ payload: Payload; policyHash: string }> {
-  void policyFile; void segment;
-  throw new CellwallError('apply POLICY: the compiler is not available in this build yet; use `cellwall compile --out DIR` and `apply --payload DIR`');
+  const policy = await loadPolicy(policyFile);
+  const seg = requireSegment(policy, segment);
+  const files = renderAll(compileSegment(policy, seg).plan);
+  return {
+    payload: {
+      ipset: files['ipset.restore'], v4: files['iptables.v4'], v6: files['iptables.v6'],
+      manifest: JSON.parse(files['manifest.json']) as Record<string, unknown>,
+      source: `${policyFile} --segment ${seg}`,
+    },
+    policyHash: policy.hash,
+  };
 }

@@ -89,7 +89,7 @@ export function parseIptPayload(text: string, file: string, family: IpFamily): F
 export function desiredFromPayload(p: Payload): CellState {
   const { sets, problems } = parseIpset(p.ipset, 'ipset.restore');
   if (problems.length) fail('ipset.restore', problems[0]!.line, `unsupported line "${problems[0]!.text.slice(0, 60)}"`, 'create and add lines only');
-  for (const s of sets.values()) if (!isCwSet(s.name)) fail('ipset.restore', s.origin?.line ?? 0, `set "${s.name}" is not cellwall's`, 'names starting with cw-');
+  for (const s of sets.values()) if (!isCwSet(s.name)) fail('ipset.restore', s.origin?.line ?? 0, `set "${s.name}" is not cellwall's`, 'names starting with cw- or cw4/cw6');
   const v4 = parseIptPayload(p.v4, 'iptables.v4', 4);
   const v6 = parseIptPayload(p.v6, 'iptables.v6', 6);
   return { v4, v6, sets };
@@ -102,7 +102,7 @@ export function desiredFromPayload(p: Payload): CellState {
 export function describeOrigin(p: Payload | null, origin: { file: string; line: number } | undefined): string {
   if (!origin) return 'a rule cellwall generated itself (jump or cleanup)';
   const text = (origin.file === 'iptables.v4' ? p?.v4 : origin.file === 'iptables.v6' ? p?.v6 : p?.ipset)?.split('\n')[origin.line - 1] ?? '';
-  const fromMap = lookupSourceMap(p?.manifest ?? null, origin);
+  const fromMap = lookupSourceMap(p?.manifest ?? null, origin, origin.file === 'iptables.v4' ? p?.v4 : p?.v6);
   const w = tokenize(text);
   const ci = w.indexOf('--comment');
   const comment = ci >= 0 ? w[ci + 1] : undefined;
@@ -112,27 +112,22 @@ export function describeOrigin(p: Payload | null, origin: { file: string; line: 
   return `${where}: ${text.trim().slice(0, 120)}`;
 }
 
-/** Best effort over the manifest shapes a compiler may use: sourceMap[file][line] or sourceMap[] of {file,line,...}. */
-function lookupSourceMap(m: Record<string, unknown> | null, origin: { file: string; line: number }): string | null {
-  const sm = m?.['sourceMap'] ?? m?.['source_map'];
-  if (!sm || typeof sm !== 'object') return null;
-  const fmt = (e: unknown): string | null => {
-    if (typeof e === 'string') return e;
-    if (e && typeof e === 'object') {
-      const o = e as Record<string, unknown>;
-      const loc = (o['loc'] ?? o) as Record<string, unknown>;
-      if (typeof loc['file'] === 'string' && typeof loc['line'] === 'number' && loc['file'] !== origin.file) {
-        return `${loc['file']}:${loc['line']}:${loc['col'] ?? 1}${loc['path'] ? ` ${loc['path']}` : ''}`;
-      }
-      if (typeof o['source'] === 'string') return o['source'];
-    }
-    return null;
-  };
-  if (Array.isArray(sm)) {
-    const e = sm.find((x) => x && typeof x === 'object' && (x as Record<string, unknown>)['file'] === origin.file && (x as Record<string, unknown>)['line'] === origin.line);
-    return e ? fmt(e) : null;
-  }
-  const perFile = (sm as Record<string, unknown>)[origin.file];
-  if (perFile && typeof perFile === 'object') return fmt((perFile as Record<string, unknown>)[String(origin.line)]);
-  return null;
+/**
+ * The compiler's source map: manifest.v4|v6.sourceMap = [{ chain, rule (1-based
+ * in the chain), comment, locs: [{ at, path }] }]. The payload line is turned
+ * into (chain, rule) by counting the chain's -A lines up to it.
+ */
+function lookupSourceMap(m: Record<string, unknown> | null, origin: { file: string; line: number }, text: string | undefined): string | null {
+  const fam = origin.file === 'iptables.v4' ? 'v4' : origin.file === 'iptables.v6' ? 'v6' : null;
+  if (!m || !fam || text === undefined) return null;
+  const sm = (m[fam] as { sourceMap?: unknown } | undefined)?.sourceMap;
+  if (!Array.isArray(sm)) return null;
+  const lines = text.split('\n');
+  const chain = /^-A\s+(\S+)/.exec(lines[origin.line - 1] ?? '')?.[1];
+  if (!chain) return null;
+  let rule = 0;
+  for (let i = 0; i < origin.line; i++) if (lines[i]!.trim().startsWith(`-A ${chain} `)) rule++;
+  const e = sm.find((x: { chain?: string; rule?: number }) => x && x.chain === chain && x.rule === rule) as { locs?: { at?: string; path?: string }[] } | undefined;
+  const locs = (e?.locs ?? []).map((l) => `${l.at ?? ''}${l.path ? ` ${l.path}` : ''}`.trim()).filter((x) => x);
+  return locs.length ? locs.join(', ') : null;
 }

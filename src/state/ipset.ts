@@ -2,9 +2,12 @@
  * `ipset save` / `ipset restore` text: parsing into sets, normalisation of
  * headers and members so a payload and the kernel's form compare equal.
  */
-export const CW_SET_PREFIX = 'cw-';
 export const DYNAMIC_SET_PREFIX = 'cw-d-';
-export const isCwSet = (name: string): boolean => name.startsWith(CW_SET_PREFIX);
+/**
+ * cellwall's sets: `cw-...` (dynamic member sets `cw-d-...`, apply's temp sets
+ * `cw-tmp-...`) and the compiler's content-addressed `cw4n-`, `cw6p-`, `cw4l-`...
+ */
+export const isCwSet = (name: string): boolean => /^cw(-|[46][a-z]*-)/.test(name);
 export const isDynamicSet = (name: string): boolean => name.startsWith(DYNAMIC_SET_PREFIX);
 
 export interface IpSetState {

@@ -182,7 +182,12 @@ describe('payload checks and error mapping', () => {
   it('maps a payload line to its policy entry through the comment', async () => {
     const p = await readPayloadDir(FIX('bad-v6'));
     expect(describeOrigin(p, { file: 'iptables.v6', line: 11 })).toBe('policy entry "policy.yaml:14:7 security_groups.broken[0]" (iptables.v6 line 11)');
-    expect(describeOrigin({ ...p, manifest: { sourceMap: { 'iptables.v6': { 11: { file: 'policy.yaml', line: 14, col: 7, path: 'security_groups.broken[0]' } } } } }, { file: 'iptables.v6', line: 11 }))
+    // the compiler's manifest: v6.sourceMap entries keyed by chain and 1-based rule number (line 11 = 4th rule of CW-fix-R)
+    const manifest = { v6: { sourceMap: [
+      { chain: 'CW-fix-R', rule: 3, locs: [{ at: 'policy.yaml:12:7', path: 'security_groups.dns[0]' }] },
+      { chain: 'CW-fix-R', rule: 4, locs: [{ at: 'policy.yaml:14:7', path: 'security_groups.broken[0]' }] },
+    ] } };
+    expect(describeOrigin({ ...p, manifest }, { file: 'iptables.v6', line: 11 }))
       .toBe('policy.yaml:14:7 security_groups.broken[0] (iptables.v6 line 11)');
   });
 });
