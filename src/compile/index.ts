@@ -380,7 +380,9 @@ class FamilyCompiler {
       if (!sg) continue;
       const bt = boundTo.get(name)!;
       const groups = bt.global ? undefined : [...bt.groups].sort();
-      const srcKey = groups ? groups.join('\u0000') : '';
+      // bound to an empty group list: applies to nobody
+      if (groups && groups.length === 0) continue;
+      const srcKey = groups ? `g\u0000${groups.join('\u0000')}` : '*';
       for (const r of sg.rules) {
         ctx.noteBound(r);
         if (!protoInFamily(r.protocol, f)) continue;
