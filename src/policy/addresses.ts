@@ -148,17 +148,17 @@ export class Resolver {
 
   /** inclusions united, then exclusions removed (exclusions apply after all inclusions) */
   items(items: EntryItem[]): AddrSet | undefined {
-    let inc = AddrSet.empty();
-    let exc = AddrSet.empty();
+    const inc: AddrSet[] = [];
+    const exc: AddrSet[] = [];
     let ok = true;
     for (const it of items) {
       const s = this.item(it);
       if (!s) { ok = false; continue; }
-      if (it.exclude) exc = exc.union(s);
-      else inc = inc.union(s);
+      (it.exclude ? exc : inc).push(s);
     }
     if (!ok) return undefined;
-    return exc.isEmpty() ? inc : inc.difference(exc);
+    const excluded = unionAll(exc);
+    return excluded.isEmpty() ? unionAll(inc) : unionAll(inc).difference(excluded);
   }
 
   /** family of a literal entry, undefined for names and bad entries */
@@ -167,4 +167,16 @@ export class Resolver {
     const res = this.pool.result(it.idx);
     return res && res.ok ? res.family : undefined;
   }
+}
+
+/** Union of many sets as a balanced tree: O(n log n) work instead of O(n^2) for long entry lists. */
+export function unionAll(sets: AddrSet[]): AddrSet {
+  if (sets.length === 0) return AddrSet.empty();
+  let level = sets;
+  while (level.length > 1) {
+    const next: AddrSet[] = [];
+    for (let i = 0; i < level.length; i += 2) next.push(i + 1 < level.length ? level[i].union(level[i + 1]) : level[i]);
+    level = next;
+  }
+  return level[0];
 }

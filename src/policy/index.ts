@@ -11,7 +11,7 @@ import type { Node } from 'yaml';
 import { AddrSet } from '../core/index.js';
 import type { Family } from '../core/index.js';
 import { CellwallError, DiagnosticsError, type Diagnostic, type SourceLoc } from '../errors.js';
-import { AddressPool, ENTRY_FORM, NAME_FORM, NAME_RE, Resolver, readEntryList, type EntryItem } from './addresses.js';
+import { AddressPool, ENTRY_FORM, NAME_FORM, NAME_RE, Resolver, readEntryList, unionAll, type EntryItem } from './addresses.js';
 import { PROTOCOLS, PORTS_FORM, readCfAsgFile, readCfPolicies, readCfRule, readPorts, type RawAppRule, type RawRule } from './cf.js';
 import type { AppRule, AsgRule, Binding, Egress, Group, Mode, Network, Phase, Policy, Protocol, SecurityGroup, Segment } from './model.js';
 import { groupStem } from './names.js';
@@ -462,7 +462,7 @@ class Loader {
   /** An ASG rule's destination set; icmp takes IPv4 only, icmpv6 IPv6 only. */
   destination(res: Resolver, raw: RawRule): AddrSet | undefined {
     const fam: Family | undefined = raw.protocol === 'icmp' ? 4 : raw.protocol === 'icmpv6' ? 6 : undefined;
-    let set = AddrSet.empty();
+    const sets: AddrSet[] = [];
     let ok = true;
     for (const it of raw.items) {
       let s = res.item(it);
@@ -484,9 +484,9 @@ class Loader {
           continue;
         }
       }
-      set = set.union(s);
+      sets.push(s);
     }
-    return ok ? set : undefined;
+    return ok ? unionAll(sets) : undefined;
   }
 }
 
