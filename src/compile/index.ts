@@ -428,8 +428,10 @@ class FamilyCompiler {
     const srcMatch: PlanMatch = src ? { src: { set: src } } : {};
     const who = b.groups ? `groups ${b.groups.join(',')}` : 'global';
     const out: PlanRule[] = [];
-    const emit = (m: PlanMatch, what: string, locs: SourceLoc[]) => {
+    const emit = (m: PlanMatch, whatBase: string, locs: SourceLoc[], rules: AsgRule[]) => {
       const match = { ...srcMatch, ...m };
+      // a rule of its own keeps its description in the comment (quoted by the renderer)
+      const what = rules.length === 1 && rules[0].description ? `${whatBase}: ${rules[0].description}` : whatBase;
       if (b.log) out.push(rule(match, { kind: 'log', prefix: logPrefix('CW-ALLOW', this.ctx.segment.name) }, 4, `log ${what}`, locs));
       out.push(this.allow(match, 4, what, locs));
     };
@@ -437,25 +439,25 @@ class FamilyCompiler {
     const asgNames = (rules: AsgRule[]) => [...new Set(rules.map((r) => r.asg))].join(',');
     if (b.all.length) {
       const set = this.netSet(unionAll(b.allSets), `asg all (${who})`, locsOf(b.all), true);
-      if (set) emit({ dst: { set } }, `asg ${asgNames(b.all)} all`, locsOf(b.all));
+      if (set) emit({ dst: { set } }, `asg ${asgNames(b.all)} all`, locsOf(b.all), b.all);
     }
     if (b.ports.size) {
       const entries = [...b.ports.values()].sort((x, y) => x.proto.localeCompare(y.proto) || x.port - y.port);
       const byPort = entries.map((e) => ({ proto: e.proto, port: e.port, addrs: unionAll(e.sets) }));
       const rules = entries.flatMap((e) => e.rules);
       const set = this.netPortSet(byPort, `asg ports (${who})`, locsOf(rules));
-      if (set) emit({ dst: { set } }, `asg ${asgNames(rules)} ${summarizePorts(entries)}`, locsOf(rules));
+      if (set) emit({ dst: { set } }, `asg ${asgNames(rules)} ${summarizePorts(entries)}`, locsOf(rules), [...new Set(rules)]);
     }
     for (const e of [...b.ranges.values()].sort((x, y) => cmpKey(x.proto + portsText(x.ports), y.proto + portsText(y.ports)))) {
       const set = this.netSet(unionAll(e.sets), `asg ${e.proto} ${portsText(e.ports)} (${who})`, locsOf(e.rules), true);
       if (!set) continue;
       for (const chunk of multiportChunks(e.ports)) {
-        emit({ dst: { set }, proto: e.proto, dports: chunk }, `asg ${asgNames(e.rules)} ${e.proto} ${portsText(chunk)}`, locsOf(e.rules));
+        emit({ dst: { set }, proto: e.proto, dports: chunk }, `asg ${asgNames(e.rules)} ${e.proto} ${portsText(chunk)}`, locsOf(e.rules), e.rules);
       }
     }
     for (const e of [...b.icmp.values()].sort((x, y) => cmpKey(`${x.proto}/${x.type}/${x.code}`, `${y.proto}/${y.type}/${y.code}`))) {
       const set = this.netSet(unionAll(e.sets), `asg ${e.proto} (${who})`, locsOf(e.rules), true);
-      if (set) emit({ dst: { set }, proto: e.proto, icmp: { type: e.type, code: e.code } }, `asg ${asgNames(e.rules)} ${e.proto} ${e.type}/${e.code}`, locsOf(e.rules));
+      if (set) emit({ dst: { set }, proto: e.proto, icmp: { type: e.type, code: e.code } }, `asg ${asgNames(e.rules)} ${e.proto} ${icmpText(e.type, e.code)}`, locsOf(e.rules), e.rules);
     }
     return out;
   }
@@ -623,6 +625,10 @@ function summarizePorts(entries: Array<{ proto: string; port: number }>): string
   const byProto = new Map<string, number[]>();
   for (const e of entries) byProto.set(e.proto, [...(byProto.get(e.proto) ?? []), e.port]);
   return [...byProto.entries()].map(([p, ports]) => `${p} ${ports.slice(0, 8).join(',')}${ports.length > 8 ? ',...' : ''}`).join(' ');
+}
+
+function icmpText(type: number, code: number): string {
+  return type === -1 ? 'any type' : code === -1 ? `type ${type}` : `type ${type} code ${code}`;
 }
 
 function cmpKey(a: string, b: string): number {

@@ -36,7 +36,9 @@ export interface PolicySpec {
   file?: string;
 }
 
+/** Locations are numbered from 1 in construction order, so the same spec gives the same locations. */
 export function makePolicy(s: PolicySpec): Policy {
+  line = 0;
   const file = s.file ?? '/policies/test.yaml';
   const securityGroups = new Map(Object.entries(s.asgs ?? {}).map(([name, rules]) => [name, {
     name,
