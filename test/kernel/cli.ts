@@ -49,6 +49,66 @@ export async function compile(policy: string, segment: string): Promise<Compiled
   };
 }
 
+/** what `explain --json` prints (the fields the tests read) */
+export interface Explained {
+  verdict: 'allow' | 'deny' | 'untouched';
+  target: 'RETURN' | 'ACCEPT' | 'REJECT' | 'DROP';
+  what: string;
+  trace: Array<{ chain: string; rule: number; what: string }>;
+}
+
+export interface ExplainQuery {
+  segment: string;
+  src: string;
+  dst: string;
+  proto: string;
+  port?: number;
+  phase?: 'running' | 'staging';
+  member?: string;
+}
+
+export function explainArgv(file: string, q: ExplainQuery): string[] {
+  const args = ['explain', file, '--segment', q.segment, '--src', q.src, '--dst', q.dst, '--proto', q.proto, '--json'];
+  if (q.port !== undefined) args.push('--port', String(q.port));
+  if (q.phase) args.push('--phase', q.phase);
+  if (q.member) args.push('--member', q.member);
+  return args;
+}
+
+/** `cellwall explain ... --json` as a process */
+export async function explain(file: string, q: ExplainQuery): Promise<Explained> {
+  const args = explainArgv(file, q);
+  const r = await cellwall(args);
+  if (r.code !== 0 || !r.stdout.trim()) throw new Error(`cellwall ${args.join(' ')} exited ${r.code}\n${r.stderr}`);
+  return JSON.parse(r.stdout) as Explained;
+}
+
+type RunExplain = (file: string, o: Record<string, unknown>, ctx: unknown) => Promise<number>;
+let runExplain: RunExplain | undefined;
+
+/**
+ * The same `explain` command action, in this process: the built
+ * dist/src/compile/cli.js runExplain that src/cli/explain.ts calls, with the
+ * options commander would pass. Saves a Node start per probe.
+ */
+export async function explainInProcess(file: string, q: ExplainQuery): Promise<Explained> {
+  runExplain ??= ((await import(join(ROOT, 'dist', 'src', 'compile', 'cli.js'))) as { runExplain: RunExplain }).runExplain;
+  let out = '';
+  let err = '';
+  let code = 0;
+  const ctx = {
+    setExit: (c: number) => (code = c),
+    stdout: { write: (s: string) => ((out += s), true) },
+    stderr: { write: (s: string) => ((err += s), true) },
+  };
+  const o: Record<string, unknown> = { segment: q.segment, src: q.src, dst: q.dst, proto: q.proto, json: true, phase: q.phase ?? 'running' };
+  if (q.port !== undefined) o.port = String(q.port);
+  if (q.member) o.member = [q.member];
+  const rc = await runExplain(file, o, ctx);
+  if (rc !== 0 || code !== 0) throw new Error(`explain ${explainArgv(file, q).join(' ')}: exit ${rc || code}\n${err}`);
+  return JSON.parse(out) as Explained;
+}
+
 /** one expected probe: [proto, src, dst, port, outcome] (port ignored for icmp) */
 export type Row = [Proto, string, string, number | null, Outcome];
 

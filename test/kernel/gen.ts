@@ -1,0 +1,154 @@
+/**
+ * Seeded random policies and probes for the differential test, shaped to the
+ * default topology (netns.ts DEFAULT_SIDES): destinations and ports that the
+ * topology can actually reach and serve, sources that play the different
+ * kinds of governed source (plain container, dynamic member running and
+ * staging, static group member) and one source cellwall does not govern.
+ */
+import type { Proto } from './netns.js';
+import { PORTS } from './netns.js';
+
+/** mulberry32: small, fast, good enough for test data; same seed, same sequence */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export class Rand {
+  readonly next: () => number;
+  constructor(seed: number) {
+    this.next = rng(seed);
+  }
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[Math.floor(this.next() * xs.length)];
+  }
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+  /** a non-empty random subset, in the original order */
+  subset<T>(xs: readonly T[]): T[] {
+    for (;;) {
+      const s = xs.filter(() => this.chance(0.5));
+      if (s.length) return s;
+    }
+  }
+}
+
+const V4_DESTS = [
+  '10.0.0.10', '10.0.0.0/24', '10.0.0.11/32', '10.0.0.0/8', '203.0.113.0/24', '203.0.113.10',
+  '203.0.113.8-203.0.113.10', '203.0.113.11-203.0.113.200', '198.51.100.0/24', '0.0.0.0/0', '192.0.0.0/3',
+  '198.51.100.10,203.0.113.11', '10.0.0.11,203.0.113.0/25',
+];
+const V6_DESTS = [
+  '2001:db8::/64', '2001:db8::11', 'fd00:10::/64', 'fd00:10::10', '::/0', '2001:db8::10-2001:db8::11', '2000::/3',
+];
+const NAMES = ['vpc', 'internet'];
+const PORT_SPECS = ['53', '80', '443', '80,443', '5432', '3000-6000', '22,53,8080', '1-65535', '6379', '80, 8080'];
+
+export type Mode = 'tighten' | 'enforce';
+
+function genRule(r: Rand): Record<string, unknown> {
+  const protocol = r.pick(['tcp', 'udp', 'icmp', 'icmpv6', 'all', 'tcp', 'udp'] as const);
+  const destination =
+    protocol === 'icmp' ? r.pick(V4_DESTS)
+    : protocol === 'icmpv6' ? r.pick(V6_DESTS)
+    : r.pick([...V4_DESTS, ...V6_DESTS, ...NAMES, ...NAMES]);
+  const rule: Record<string, unknown> = { protocol, destination };
+  if (protocol === 'tcp' || protocol === 'udp') rule.ports = r.pick(PORT_SPECS);
+  if (protocol === 'icmp' || protocol === 'icmpv6') {
+    const echo = protocol === 'icmp' ? 8 : 128;
+    rule.type = r.pick([echo, echo, -1, protocol === 'icmp' ? 0 : 129]);
+    rule.code = r.pick([-1, 0]);
+  }
+  if (r.chance(0.2)) rule.log = true;
+  return rule;
+}
+
+/** a random policy with one segment `seg` */
+export function genPolicy(r: Rand, mode: Mode): Record<string, unknown> {
+  const sgNames = Array.from({ length: r.int(2, 4) }, (_, i) => `sg${i}`);
+  const securityGroups = Object.fromEntries(sgNames.map((n) => [n, Array.from({ length: r.int(1, 3) }, () => genRule(r))]));
+  const egress = r.pick(['open', 'restricted', 'closed'] as const);
+  const segment: Record<string, unknown> = { container_network: 'overlay', egress };
+  if (egress === 'restricted') segment.egress_allow = r.pick([['vpc'], ['203.0.113.0/25'], ['vpc', '2001:db8::/64']]);
+  const bindings = sgNames.map((n) => {
+    const b: Record<string, unknown> = { security_groups: [n], phase: r.subset(['running', 'staging']) };
+    if (r.chance(0.5)) b.groups = r.subset(['space-a', 'ops']);
+    return b;
+  });
+  return {
+    version: 1,
+    mode,
+    defaults: { deny: r.pick(['reject', 'drop']), log_denied: r.chance(0.5), established: 'accept' },
+    networks: {
+      vpc: ['10.0.0.0/8', 'fd00:10::/64'],
+      overlay: ['10.255.0.0/16', 'fd00:255::/64'],
+      internet: ['0.0.0.0/0', '::/0', '!vpc', '!fc00::/7'],
+    },
+    security_groups: securityGroups,
+    groups: {
+      'space-a': { members: 'dynamic' },
+      ops: { networks: ['10.255.0.4/32', 'fd00:255::4/128'] },
+    },
+    segments: { seg: segment },
+    bindings,
+    policies: { default: 'deny' },
+  };
+}
+
+/** who a probe source is, and how explain is told so */
+export interface Source {
+  addr: string;
+  /** explain --phase / --member */
+  phase: 'running' | 'staging';
+  member?: string;
+  what: string;
+}
+
+export const SOURCES: Source[] = [
+  ...(['10.255.0', 'fd00:255:'] as const).flatMap((p): Source[] => {
+    const sep = p.includes(':') ? ':' : '.';
+    return [
+      { addr: `${p}${sep}2`, phase: 'running', what: 'container' },
+      { addr: `${p}${sep}3`, phase: 'running', member: 'space-a', what: 'space-a running' },
+      { addr: `${p}${sep}4`, phase: 'running', what: 'static group ops' },
+      { addr: `${p}${sep}5`, phase: 'staging', member: 'space-a', what: 'space-a staging' },
+    ];
+  }),
+];
+/** not governed by cellwall: the VPC itself */
+export const UNGOVERNED: Source[] = [
+  { addr: '10.0.0.11', phase: 'running', what: 'vpc host (not governed)' },
+  { addr: 'fd00:10::11', phase: 'running', what: 'vpc host (not governed)' },
+];
+
+const DSTS4 = ['10.0.0.10', '203.0.113.10', '203.0.113.11', '198.51.100.10'];
+const DSTS6 = ['fd00:10::10', '2001:db8::10', '2001:db8::11'];
+/** from the VPC side: only the internet (the VPC's own addresses are local to its namespace) */
+const INET4 = ['203.0.113.10', '198.51.100.10'];
+const INET6 = ['2001:db8::10', '2001:db8::11'];
+
+export interface ProbeSpec { src: Source; dst: string; proto: Proto; port?: number }
+
+/** n probes; the first ones come from the ungoverned sources */
+export function genProbes(r: Rand, n: number): ProbeSpec[] {
+  const out: ProbeSpec[] = [];
+  for (let i = 0; i < n; i++) {
+    const src = i < UNGOVERNED.length ? UNGOVERNED[i] : r.pick(SOURCES);
+    const v6 = src.addr.includes(':');
+    const governed = i >= UNGOVERNED.length;
+    const dst = r.pick(governed ? (v6 ? DSTS6 : DSTS4) : v6 ? INET6 : INET4);
+    const proto = r.pick(['tcp', 'tcp', 'udp', 'icmp'] as const);
+    out.push({ src, dst, proto, port: proto === 'icmp' ? undefined : r.pick(PORTS) });
+  }
+  return out;
+}
