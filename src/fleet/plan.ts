@@ -12,7 +12,7 @@ export interface CwPart { v4: string[]; v6: string[]; sets: string[] }
 export interface CellDiff {
   chainsAdded: string[];
   chainsRemoved: string[];
-  /** chains whose rule count differs: [chain, live, bundle] */
+  /** chains whose rule count differs: [chain, live, bundle]; IPv6 chains are written "CW-x (v6)" */
   rulesChanged: [string, number, number][];
   setsAdded: string[];
   setsRemoved: string[];
@@ -62,18 +62,23 @@ function normalizeEntry(l: string): string {
 
 export function diffPart(live: CwPart, want: CwPart): CellDiff {
   const chains = (p: CwPart) => new Set([...p.v4, ...p.v6].filter((l) => l.startsWith(':')).map((l) => l.slice(1)));
+  // rule counts per chain and family ("CW-x" for IPv4, "CW-x (v6)" for IPv6)
   const counts = (p: CwPart) => {
     const m = new Map<string, number>();
-    for (const l of [...p.v4, ...p.v6]) {
-      const c = /^-A (CW-\S+)/.exec(l)?.[1];
-      if (c) m.set(c, (m.get(c) ?? 0) + 1);
+    for (const [fam, lines] of [['', p.v4], [' (v6)', p.v6]] as const) {
+      for (const l of lines) {
+        const c = /^(?::(CW-\S+)|-A (CW-\S+))/.exec(l);
+        if (!c) continue;
+        const key = (c[1] ?? c[2]) + fam;
+        m.set(key, (m.get(key) ?? 0) + (c[2] ? 1 : 0));
+      }
     }
     return m;
   };
   const lc = chains(live), wc = chains(want);
   const lr = counts(live), wr = counts(want);
   const rulesChanged: [string, number, number][] = [];
-  for (const c of new Set([...lc, ...wc])) {
+  for (const c of new Set([...lr.keys(), ...wr.keys()])) {
     const a = lr.get(c) ?? 0, b = wr.get(c) ?? 0;
     if (a !== b) rulesChanged.push([c, a, b]);
   }

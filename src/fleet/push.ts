@@ -182,7 +182,7 @@ export async function push(opts: PushOptions, io: PushIo): Promise<{ report: Pus
   }
 
   const cfg: SshConfig = { acceptNewHostKeys: opts.acceptNewHostKeys, connectTimeoutSec: opts.connectTimeoutSec, controlDir: makeControlDir() };
-  const progress = new Progress(io.stderr, inv.cells.length, opts.json && !io.stderr.isTTY);
+  const progress = new Progress(io.stderr, inv.cells.length, false);
   const reports = new Map<string, CellReport>();
   let stopReason = '';
   let interrupted = false;

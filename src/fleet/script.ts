@@ -217,9 +217,10 @@ cw_rollback() { # $1 = reason
     cw_rollback_payload "$d/snap.$f" "$d/cur.$f" > "$d/rb.$f"
     "$f-restore" -w --noflush < "$d/rb.$f" 2>>"$d/err" || cw_rb_failed=1
   done
-  # sets created by this run go; cw- sets of the snapshot that vanished come back
+  # sets created by this run go (dynamic cw-d-* ones too: they are new and empty);
+  # cw- sets of the snapshot that vanished come back
   ipset list -n 2>/dev/null | while read -r s; do
-    case "$s" in cw-d-*) ;; cw-*) grep -qxF -- "$s" "$d/sets.before" || ipset destroy "$s" 2>/dev/null ;; esac
+    case "$s" in cw-*) grep -qxF -- "$s" "$d/sets.before" || ipset destroy "$s" 2>/dev/null ;; esac
   done
   ipset list -n 2>/dev/null > "$d/sets.after"
   awk -v after="$d/sets.after" 'BEGIN { while ((getline l < after) > 0) have[l] = 1 }

@@ -1,0 +1,132 @@
+import { describe, expect, it } from 'vitest';
+import { parseInventory, resolveSegments } from '../../src/fleet/inventory.js';
+import { sshArgs } from '../../src/fleet/ssh.js';
+import { buildScript, remoteCommand, shq } from '../../src/fleet/script.js';
+import { bundleHash } from '../../src/fleet/bundle.js';
+import { parseMaxInFlight } from '../../src/fleet/push.js';
+import { diffPart, lineDiff, normalizeRule } from '../../src/fleet/plan.js';
+import { DiagnosticsError } from '../../src/errors.js';
+
+const INV = `ssh:
+  user: vcap
+  identity_file: ~/.ssh/cells
+  known_hosts: /etc/cw/known_hosts
+  proxy_jump: jumpbox.example.internal
+cells:
+  - { name: cell-1, host: 10.0.16.11, segment: egress-restricted-1 }
+  - { name: cell-2, host: 10.0.16.12, port: 2222, segment: shared, user: root }
+`;
+
+function errors(text: string): string[] {
+  try {
+    parseInventory(text, 'inv.yml');
+  } catch (e) {
+    if (e instanceof DiagnosticsError) return e.message.split('\n');
+    throw e;
+  }
+  return [];
+}
+
+describe('inventory', () => {
+  it('reads the SPEC §4 example with per-cell overrides', () => {
+    const inv = parseInventory(INV, 'inv.yml');
+    expect(inv.cells.map((c) => [c.name, c.host, c.port, c.user, c.segment, c.proxyJump])).toEqual([
+      ['cell-1', '10.0.16.11', undefined, 'vcap', 'egress-restricted-1', 'jumpbox.example.internal'],
+      ['cell-2', '10.0.16.12', 2222, 'root', 'shared', 'jumpbox.example.internal'],
+    ]);
+    expect(inv.cells[0].identityFile).not.toContain('~');
+    expect(inv.cells[1].loc).toMatchObject({ file: 'inv.yml', line: 8, col: 5 });
+  });
+
+  it('reports unknown keys, bad values and duplicates with file:line:col, field and expected form', () => {
+    const e = errors(`ssh:
+  usr: vcap
+cells:
+  - { name: a, host: "-oProxyCommand=touch /tmp/x", segment: s }
+  - { name: b, host: 10.0.0.2, segment: s, port: 70000 }
+  - { name: b, host: 10.0.0.3, segment: s }
+  - { name: c, host: 10.0.0.4 }
+  - { name: d, host: 10.0.0.5, segment: s, proxy_jump: "a b" }
+`);
+    expect(e).toEqual([
+      'inv.yml:2:3: error: ssh.usr: unknown key "usr" (expected one of: user, port, identity_file, known_hosts, proxy_jump)',
+      expect.stringMatching(/^inv\.yml:4:22: error: cells\[0\]\.host: invalid value "-oProxyCommand=touch \/tmp\/x" \(expected a host name or IP address/),
+      'inv.yml:5:50: error: cells[1].port: invalid port 70000 (expected an integer 1..65535)',
+      'inv.yml:6:13: error: cells[2].name: duplicate cell name "b" (first at 5:5) (expected unique cell names)',
+      'inv.yml:7:5: error: cells[3].segment: missing (expected a segment name from the policy)',
+      expect.stringMatching(/^inv\.yml:8:56: error: cells\[4\]\.proxy_jump: invalid value "a b"/),
+    ]);
+    expect(errors('cells: {}\n')[0]).toBe('inv.yml:1:8: error: cells: not a list (expected a list of cells: - { name, host, segment })');
+    expect(errors('cells: [\n')[0]).toMatch(/^inv\.yml:\d+:\d+: error: /);
+  });
+
+  it('checks segments against the policy', () => {
+    const inv = parseInventory(INV, 'inv.yml');
+    expect(() => resolveSegments(inv, ['shared'], new Map())).toThrow(
+      'inv.yml:7:5: error: cells[0].segment: unknown segment "egress-restricted-1" (expected one of the policy\'s segments: shared)');
+  });
+
+  it('reads bosh instances --json and maps instance groups to segments', () => {
+    const bosh = JSON.stringify({ Tables: [{ Content: 'instances', Rows: [
+      { instance: 'isolated-diego-cell/abc-1', process_state: 'running', ips: '10.0.16.11' },
+      { instance: 'diego-cell/def-2', process_state: 'running', ips: '10.0.17.5\n10.0.18.5' },
+      { instance: 'router/0', process_state: 'running', ips: '10.0.1.1' },
+      { instance: 'smoke-tests/1', process_state: '', ips: '' },
+    ] }], Blocks: null, Lines: [] }, null, 1);
+    const inv = resolveSegments(parseInventory(bosh, 'bosh.json'), ['iso', 'shared'],
+      new Map([['isolated-diego-cell', 'iso'], ['diego-cell', 'shared']]));
+    expect(inv.cells.map((c) => [c.name, c.host, c.segment])).toEqual([
+      ['isolated-diego-cell/abc-1', '10.0.16.11', 'iso'], ['diego-cell/def-2', '10.0.17.5', 'shared']]);
+    expect(inv.ignored.map((i) => i.instance)).toEqual(['smoke-tests/1', 'router/0']);
+  });
+});
+
+describe('transport and stream', () => {
+  const cell = parseInventory(INV, 'inv.yml').cells[1];
+
+  it('verifies host keys, never prompts, ends options before the host', () => {
+    const a = sshArgs(cell, { acceptNewHostKeys: false, connectTimeoutSec: 7, controlDir: '/tmp/cw' }, 'CMD');
+    const opts = a.filter((_, i) => a[i - 1] === '-o');
+    expect(opts).toEqual(expect.arrayContaining(['BatchMode=yes', 'StrictHostKeyChecking=yes', 'ConnectTimeout=7',
+      'ControlMaster=auto', 'ControlPath=/tmp/cw/%C', 'UserKnownHostsFile="/etc/cw/known_hosts"']));
+    expect(a.slice(-3)).toEqual(['--', '10.0.16.12', 'CMD']);
+    expect(sshArgs(cell, { acceptNewHostKeys: true, connectTimeoutSec: 7, controlDir: '/tmp/cw' }, 'C')).toContain('StrictHostKeyChecking=accept-new');
+  });
+
+  it('keeps the remote command constant and carries data in quoted here-documents', () => {
+    expect(remoteCommand(true)).toBe('gzip -dc | { if [ "$(id -u)" -eq 0 ]; then exec sh -s; else exec sudo -n sh -s; fi; }');
+    const evil = '$(touch /tmp/x) `id` \'q\'\nCW_EOF_x\n';
+    const files = { 'ipset.restore': evil, 'iptables.v4': '*filter\nCOMMIT\n', 'iptables.v6': '' };
+    const s = buildScript('apply', { segment: 's', files, hash: bundleHash(files) });
+    const delims = [...s.matchAll(/<<'(CW_EOF_[0-9a-f]{16})'\n/g)].map((m) => m[1]);
+    expect(delims).toHaveLength(3);
+    for (const d of delims) expect(s.split('\n').filter((l) => l === d)).toHaveLength(1);
+    expect(s.startsWith('{\n')).toBe(true);
+    expect(s.trimEnd().endsWith('cw_main\n}')).toBe(true);
+    expect(shq("a'b")).toBe(`'a'\\''b'`);
+  });
+
+  it('parses --max-in-flight as a number or a percentage', () => {
+    expect(parseMaxInFlight('3', 10)).toBe(3);
+    expect(parseMaxInFlight('25%', 10)).toBe(3);
+    expect(parseMaxInFlight('1%', 10)).toBe(1);
+    expect(() => parseMaxInFlight('0', 10)).toThrow(/--max-in-flight/);
+    expect(() => parseMaxInFlight('150%', 10)).toThrow(/--max-in-flight/);
+  });
+});
+
+describe('dry-run diff', () => {
+  it('normalises iptables-save spellings and diffs rules, chains and entries', () => {
+    expect(normalizeRule('-I FORWARD 1 -j CW-x')).toBe('-A FORWARD -j CW-x');
+    expect(normalizeRule('-A CW-x -p udp -m udp --dport 53 -m comment --comment "a b" -j RETURN'))
+      .toBe(normalizeRule('-A CW-x -p udp --dport 53 -m comment --comment "a b" -j RETURN'));
+    expect(lineDiff(['a', 'b', 'c'], ['a', 'c', 'd'])).toEqual(['- b', '+ d']);
+    const d = diffPart(
+      { v4: [':CW-x', '-A CW-x -j RETURN'], v6: [], sets: ['create cw-a hash:net family inet', 'add cw-a 10.0.0.1', 'add cw-a 10.1.0.0/16'] },
+      { v4: [':CW-x', ':CW-y', '-A CW-x -j CW-y', '-A CW-x -j RETURN'], v6: [], sets: ['create cw-b hash:net family inet', 'add cw-b 10.0.0.1/32', 'add cw-b 10.2.0.0/16'] });
+    expect(d.chainsAdded).toEqual(['CW-y']);
+    expect(d.rulesChanged).toEqual([['CW-x', 1, 2]]);
+    expect([d.setsAdded, d.setsRemoved, d.entriesAdded, d.entriesRemoved]).toEqual([['cw-b'], ['cw-a'], 1, 1]);
+    expect(d.text).toEqual(['+ :CW-y', '+ -A CW-x -j CW-y']);
+  });
+});
