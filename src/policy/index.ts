@@ -23,6 +23,7 @@ export type * from './model.js';
 const TOP_KEYS = ['version', 'mode', 'defaults', 'strict', 'networks', 'security_groups', 'groups', 'segments', 'bindings', 'policies'] as const;
 const PHASES: readonly Phase[] = ['running', 'staging'];
 const MAX_ALIAS_COUNT = 1000;
+const MAX_OVERLAP_CHECK = 500;
 
 /** Load and validate a policy file. Throws DiagnosticsError with every problem found. */
 export async function loadPolicy(file: string): Promise<Policy> {
@@ -361,6 +362,24 @@ class Loader {
     }
   }
 
+  /** A source in two static groups is ambiguous for app-to-app rules: warn (pairwise, so only for modest group counts). */
+  checkOverlaps(statics: Group[]): void {
+    if (statics.length > MAX_OVERLAP_CHECK) return;
+    for (let i = 0; i < statics.length; i++) {
+      for (let j = i + 1; j < statics.length; j++) {
+        const a = statics[i];
+        const b = statics[j];
+        const common = a.set!.intersect(b.set!);
+        if (common.isEmpty()) continue;
+        const first = common.toCidrs()[0];
+        const at = this.groups.get(a.name)!.keyLoc;
+        this.diags.warn(this.groups.get(b.name)!.keyLoc,
+          `static groups ${JSON.stringify(a.name)} (${at.file}:${at.line}:${at.col}) and ${JSON.stringify(b.name)} overlap (e.g. ${first}); a source in both belongs to both`,
+          'disjoint group networks');
+      }
+    }
+  }
+
   refGroup(name: string, loc: SourceLoc): boolean {
     if (this.groups.has(name)) return true;
     const near = suggest(name, this.groups.keys());
@@ -403,8 +422,11 @@ class Loader {
     for (const g of this.groups.values()) {
       if (g.kind === 'dynamic') { groups.set(g.name, { name: g.name, kind: 'dynamic', loc: g.loc }); continue; }
       const set = res.items(g.items!);
-      if (set) groups.set(g.name, { name: g.name, kind: 'static', set, loc: g.loc });
+      if (!set) continue;
+      if (set.isEmpty()) this.diags.warn(g.keyLoc, `group ${JSON.stringify(g.name)} has no addresses; it matches no traffic`);
+      groups.set(g.name, { name: g.name, kind: 'static', set, loc: g.loc });
     }
+    this.checkOverlaps([...groups.values()].filter((g) => g.kind === 'static'));
 
     const segments = new Map<string, Segment>();
     for (const s of this.segments.values()) {
@@ -455,7 +477,7 @@ class Loader {
       .digest('hex');
     return {
       file: this.file, hash, version: 1, mode: this.mode, defaults: this.defaults, networks, securityGroups, groups, segments,
-      bindings, policies: { default: this.appDefault, rules }, warnings: this.diags.items.filter((d) => d.severity === 'warning'),
+      bindings, policies: { default: this.appDefault, rules }, warnings: this.diags.items.filter((d) => d.severity === 'warning').sort(byPosition([this.file])),
     };
   }
 

@@ -208,6 +208,21 @@ describe('loader behaviour', () => {
     expect(p.warnings.map(formatDiagnostic)).toEqual([expect.stringContaining('type is ignored for protocol tcp')]);
   });
 
+  it('warns about overlapping and empty static groups', async () => {
+    const p = await loadPolicyText([
+      'version: 1',
+      'groups:',
+      '  a: { networks: [10.0.0.0/8] }',
+      '  b: { networks: [10.1.0.0/16, 192.0.2.0/24] }',
+      '  c: { networks: ["10.0.0.0/8", "!10.0.0.0/8"] }',
+      '  d: { networks: [192.168.0.0/16] }',
+    ].join('\n'), 'p.yaml');
+    expect(p.warnings.map(formatDiagnostic)).toEqual([
+      expect.stringMatching(/^p\.yaml:4:3: warning: groups\.b: static groups "a" \(p\.yaml:3:3\) and "b" overlap \(e\.g\. 10\.1\.0\.0\/16\)/),
+      expect.stringMatching(/^p\.yaml:5:3: warning: groups\.c: group "c" has no addresses/),
+    ]);
+  });
+
   it('names the file, line and column of errors inside CF policy-server JSON', async () => {
     writeFileSync(join(tmp, 'pol.json'), '{"policies":[{"source":{"id":"a"},"destination":{"id":"zz","protocol":"tcp","ports":{"start":1,"end":2}}}]}');
     const errs = await errorsOf('version: 1\ngroups: { a: { members: dynamic } }\npolicies: { from_cf: pol.json }\n');
