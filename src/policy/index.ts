@@ -3,6 +3,22 @@
  * -> validated Policy model (./model.ts). Every problem is reported with
  * file:line:col, field path and expected form; all of them are collected and
  * thrown together as one DiagnosticsError.
+ *
+ * Where SPEC §1 is silent, the loader decides:
+ *  - segments: `egress` defaults to open (ASGs only, as in Cloud Foundry);
+ *    container_network / egress_allow / group networks take the same entries
+ *    as networks (addresses, CIDRs, ranges, names, `!` exclusions).
+ *  - bindings: `phase` is required (no silent widening to staging).
+ *  - app rules (`policies.rules`): tcp/udp need ports (a CF ports string or
+ *    an integer); icmp/icmpv6 type/code are optional and default to -1 (any).
+ *  - ASG rules: `type`/`code` on a non-icmp rule are accepted with a warning
+ *    (Cloud Controller accepts them); ports on icmp are an error (SPEC).
+ *    An icmp rule's network-name destination is restricted to IPv4 (icmpv6:
+ *    IPv6); a literal of the other family is an error.
+ *  - CF v3 objects: the ASG takes the policy's key as its name (a different
+ *    `name` in the file is a warning); `relationships` bind to groups named
+ *    by space GUID, unknown spaces are a warning.
+ *  - Group names of all groups must map to distinct ipset stems (names.ts).
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
