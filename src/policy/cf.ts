@@ -296,12 +296,8 @@ export function readCfPolicies(r: Reader, root: unknown): RawAppRule[] | undefin
     const did = need(df, 'id', dm, dst.path, 'a group name');
     const proto = need(df, 'protocol', dm, dst.path, 'tcp | udp');
     const ports = need(df, 'ports', dm, dst.path, '{"start": N, "end": M}');
-    for (const t of ['tag'] as const) {
-      for (const [mf, path] of [[sf, src.path], [df, dst.path]] as const) {
-        const tg = mf.get(t);
-        if (tg) r.str(tg.value, child(path, t));
-      }
-    }
+    // the internal API's tags are accepted (so its output loads) but carry no meaning here
+    for (const tag of [sf.get('tag'), df.get('tag')]) if (tag) r.str(tag.value, tag.path);
     const from = sid && r.str(sid.value, sid.path, 'a group name');
     const to = did && r.str(did.value, did.path, 'a group name');
     const protocol = proto && r.oneOf(proto.value, proto.path, ['tcp', 'udp'] as const);
