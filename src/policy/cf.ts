@@ -7,7 +7,7 @@
 import { isSeq, type Node } from 'yaml';
 import type { SourceLoc } from '../errors.js';
 import type { PortRange, Protocol } from './model.js';
-import { AddressPool, type EntryItem } from './addresses.js';
+import { AddressPool, NAME_RE, type EntryItem } from './addresses.js';
 import { child, type Reader } from './source.js';
 
 export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp', 'icmp', 'icmpv6', 'all'];
@@ -121,7 +121,7 @@ export function readDestination(r: Reader, raw: unknown, path: string, pool: Add
     } else if (part.startsWith('!')) {
       r.error(s, path, `exclusions are not allowed in an ASG destination: ${JSON.stringify(part)}`, DEST_FORM, offset);
       ok = false;
-    } else if (part.split('-').length > 2 && !/^[A-Za-z_]/.test(part)) {
+    } else if (part.split('-').length > 2 && !NAME_RE.test(part)) {
       r.error(s, path, `invalid destination item ${JSON.stringify(part)}: more than one "-"`, DEST_FORM, offset);
       ok = false;
     } else {
