@@ -154,13 +154,13 @@ export class Fleet {
     return f;
   }
 
-  /** run a command in the operator namespace (never the host's) */
-  run(cmd, args, { timeoutMs = 90_000 } = {}) {
+  /** run a command in the operator namespace (never the host's); onStderr sees stderr as it comes, with the process */
+  run(cmd, args, { timeoutMs = 90_000, onStderr } = {}) {
     return new Promise((resolve) => {
       const p = spawn('ip', ['netns', 'exec', this.ops, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '', err = '';
       p.stdout.on('data', (d) => { out += d; });
-      p.stderr.on('data', (d) => { err += d; });
+      p.stderr.on('data', (d) => { err += d; onStderr?.(err, p); });
       const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
       p.on('close', (code) => { clearTimeout(t); resolve({ code, stdout: out, stderr: err }); });
     });

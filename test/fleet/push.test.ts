@@ -24,7 +24,7 @@ describe.skipIf(gate.skip)('cellwall push over ssh', () => {
   let v1: string, v2: string, hostile: string;
   const push = (args: string[]) => fleet.run('node', [CLI, 'push', POLICY, ...args]);
   const json = (r: { stdout: string; stderr: string }) => {
-    try { return JSON.parse(r.stdout); } catch { throw new Error(`not JSON: ${r.stdout}\n${r.stderr}`); }
+    try { return JSON.parse(r.stdout); } catch { throw new Error(`not JSON: ${r.stdout}\nstderr: ${r.stderr}`); }
   };
 
   beforeAll(async () => {
@@ -227,5 +227,24 @@ describe.skipIf(gate.skip)('cellwall push over ssh', () => {
       ['diego-cell-b/9f8e', 'seg-b', 'unchanged'],
     ]);
     expect(rep.ignored.map((g: any) => g.instance)).toEqual(['smoke-tests/5678', 'router/1234']);
+  });
+  it('SIGINT stops starting cells, lets the one in flight finish, and reports', async () => {
+    const inv = fleet.inventory([2, 3, 4, 5].map((i) => ({ i, segment: 'seg-a' })));
+    let sent = false;
+    // bring them to v2 first, so that pushing v1 changes every one of them
+    expect((await push(['--inventory', inv, '--bundles', v2, '--json', '--canaries', '0', '--max-in-flight', '4'])).code).toBe(0);
+    const run = await fleet.run('node', [CLI, 'push', POLICY, '--inventory', inv, '--bundles', v1, '--json', '--canaries', '0', '--max-in-flight', '1'], {
+      // `ip netns exec` execs node, so the child is the push process itself
+      onStderr: (err: string, p: any) => { if (!sent && /cell-2: changed/.test(err)) { sent = true; p.kill('SIGINT'); } },
+    });
+    expect(sent).toBe(true);
+    expect(run.code).toBe(1);
+    const rep = json(run);
+    expect(rep.interrupted).toBe(true);
+    expect(rep.cells[0].outcome).toBe('changed');
+    const skipped = rep.cells.filter((c: any) => c.outcome === 'skipped');
+    expect(skipped.length).toBeGreaterThanOrEqual(1);
+    for (const c of skipped) expect(c.reason).toMatch(/interrupted/);
+    expect(rep.cells.every((c: any) => ['changed', 'skipped'].includes(c.outcome))).toBe(true);
   });
 });
