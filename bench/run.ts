@@ -7,7 +7,7 @@
  * (ratio = peer time / cellwall time, > 1 means cellwall is faster) and writes
  * bench/results/<NAME>.json. Exit 1 when a suite failed or an output disagreed.
  */
-import { hostname } from 'node:os';
+import { cpus, hostname, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadCore } from './lib/core.js';
 import { formatTable, type Row, writeResults } from './lib/report.js';
@@ -35,6 +35,8 @@ async function main(): Promise<number> {
   const name = values.name ?? `issue2-${hostname()}`;
   const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 
+  const load = loadavg()[0];
+  if (load > cpus().length) log(`warning: load average ${load.toFixed(1)} on ${cpus().length} cores: figures will be noisy`);
   const { core, error: coreError } = await loadCore();
   if (coreError) log(`cellwall core: ${coreError} (peers still run)`);
   const opts: SuiteOptions = {
@@ -57,7 +59,9 @@ async function main(): Promise<number> {
   const totalS = (performance.now() - t0) / 1000;
   console.log(`\ncellwall benchmarks (${name}); ratio = peer/cellwall time, > 1 means cellwall is faster\n`);
   console.log(formatTable(rows));
-  const path = writeResults(name, rows, { suites: only, failures, coreError, totalSeconds: +totalS.toFixed(1) });
+  const path = writeResults(name, rows, {
+    suites: only, failures, coreError, totalSeconds: +totalS.toFixed(1), loadavgAtStart: +load.toFixed(2),
+  });
   console.log(`\nresults: ${path} (${totalS.toFixed(0)} s)`);
   const wrong = rows.filter((r) => r.agree === false);
   if (failures.length || wrong.length || coreError) {

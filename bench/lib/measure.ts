@@ -5,7 +5,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { cpus, hostname, release, tmpdir, totalmem } from 'node:os';
+import { cpus, hostname, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../data/geoip.js';
 
@@ -96,6 +96,8 @@ export function machineInfo(): Record<string, unknown> {
     platform: process.platform,
     arch: process.arch,
     node: process.version,
+    /** 1/5/15-minute load averages when the results were written: > cores means a contended machine */
+    loadavg: loadavg().map((x) => +x.toFixed(2)),
     commit,
     tools: {
       hyperfine: toolVersion('hyperfine'),
