@@ -247,4 +247,18 @@ describe.skipIf(gate.skip)('cellwall push over ssh', () => {
     for (const c of skipped) expect(c.reason).toMatch(/interrupted/);
     expect(rep.cells.every((c: any) => ['changed', 'skipped'].includes(c.outcome))).toBe(true);
   });
+  it('compiles and pushes a real policy, replacing another segment\'s chains and sets', async () => {
+    const policy = join(ROOT, 'examples/cellwall.yaml');
+    const inv = fleet.inventory([6, 7].map((i) => ({ i, segment: 'shared' })));
+    const r = await fleet.run('node', [CLI, 'push', policy, '--inventory', inv, '--json', '--max-in-flight', '2']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(json(r).summary.changed).toBe(2);
+    const st = fleet.cwState(6);
+    expect(st).toMatch(/^-A FORWARD .*-j CW-SHARED-[0-9a-f]+$/m);
+    expect(st).not.toMatch(/CW-segb|cw-a4-segb1/);
+    expect(st.match(/^-A FORWARD /gm)).toHaveLength(2); // one jump per family
+    expect(fleet.cwState(7)).toBe(st);
+    const again = await fleet.run('node', [CLI, 'push', policy, '--inventory', inv, '--json', '--max-in-flight', '2']);
+    expect(json(again).summary.unchanged).toBe(2);
+  });
 });
