@@ -82,7 +82,7 @@ export async function runOk(argv: string[], timeoutMs = EXEC_TIMEOUT_MS): Promis
 
 // every namespace created by this process, removed at exit whatever happens
 const live = new Set<string>();
-process.on('exit', () => {
+function deleteLive(): void {
   for (const ns of live) {
     try {
       execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore', timeout: 5000 });
@@ -90,7 +90,16 @@ process.on('exit', () => {
       /* best effort */
     }
   }
-});
+  live.clear();
+}
+process.on('exit', deleteLive);
+// a killed test run (timeout, Ctrl-C) skips 'exit' handlers unless the signal is handled
+for (const [sig, n] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]] as const) {
+  process.once(sig, () => {
+    deleteLive();
+    process.exit(128 + n);
+  });
+}
 
 class Agent {
   private next = 1;
