@@ -20,7 +20,7 @@ import { stringify } from 'yaml';
 import { kernelGate } from '../helpers/caps.js';
 import { dynamicSetName } from '../../src/policy/names.js';
 import { Topology, type Outcome } from './netns.js';
-import { compile, explain, explainInProcess, type Explained, type ExplainQuery } from './cli.js';
+import { compile, explain, explainInProcess, waitFor, type Explained, type ExplainQuery } from './cli.js';
 import { genPolicy, genProbes, Rand, type Mode, type ProbeSpec } from './gen.js';
 
 const kernel = kernelGate();
@@ -88,10 +88,13 @@ describe.skipIf(kernel.skip)('differential: explain vs the kernel, random polici
       for (const p of probes) explained.push(await explainInProcess(file, query(p)));
       const viaCli = await Promise.all(probes.slice(0, 2).map((p) => explain(file, query(p))));
       expect(viaCli, 'explain process vs in-process').toEqual(explained.slice(0, 2));
-      const got = await Promise.all(probes.map((p) => t.probe(p.proto, p.src.addr, p.dst, p.port, { timeoutMs: 1000 })));
+      const wants = explained.map((e) => expected(mode, e));
+      const got = await Promise.all(
+        probes.map((p, i) => t.probe(p.proto, p.src.addr, p.dst, p.port, { timeoutMs: waitFor(wants[i]) })),
+      );
       const bad: string[] = [];
       probes.forEach((p, i) => {
-        const want = expected(mode, explained[i]);
+        const want = wants[i];
         const key = `${explained[i].verdict}/${got[i].outcome}`;
         seen.set(key, (seen.get(key) ?? 0) + 1);
         if (got[i].outcome !== want) {
