@@ -7,10 +7,12 @@
  * replies included. See docs/scenarios.md.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelGate } from '../helpers/caps.js';
 import { Topology, type SideSpec } from './netns.js';
-import { compile, EXAMPLES, expectProbes, type Compiled } from './cli.js';
+import { compile, EXAMPLES, explain, expectProbes, type Compiled } from './cli.js';
 import { logRules } from './payload.js';
 
 const kernel = kernelGate();
@@ -85,5 +87,33 @@ describe.skipIf(kernel.skip)('scenario 3: DC/OS IT/HR overlay isolation (kernel,
       ['tcp', HR1, IT1, 443, 'timeout'],
       ['udp', HR2, IT1, 80, 'timeout'],
     ]);
+  });
+
+  it('without the ESTABLISHED short-circuit the replies IT -> HR are dropped (the rule is what lets them back)', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'cwt-dcos-'));
+    const file = join(tmp, 'dcos-no-established.yaml');
+    const text = readFileSync(POLICY, 'utf8');
+    expect(text).toMatch(/established: accept/);
+    writeFileSync(file, text.replace('established: accept', 'established: none'));
+    const none = await compile(file, 'dcos-agents');
+    try {
+      await t.reset();
+      await t.load(none.dir);
+      await t.platform({ policy: 'DROP' });
+      // explain agrees: the SYN-ACK from IT to HR is a new IT -> HR packet, denied
+      const reply = await explain(file, { segment: 'dcos-agents', src: IT1, dst: HR1, proto: 'tcp', port: 80 });
+      expect(reply.verdict).toBe('deny');
+      await expectProbes(t, [
+        ['tcp', HR1, IT1, 80, 'timeout'],
+        ['tcp', IT1, IT2, 443, 'ok'],
+      ]);
+    } finally {
+      none.cleanup();
+      rmSync(tmp, { recursive: true, force: true });
+      // back to the example for any later test
+      await t.reset();
+      await t.load(c.dir);
+      await t.platform({ policy: 'DROP' });
+    }
   });
 });

@@ -72,6 +72,8 @@ describe.skipIf(kernel.skip)('differential: explain vs the kernel, random polici
     const c = await compile(file, 'seg');
     try {
       await t.reset();
+      await t.cellExec(['ipset', 'restore', '-file', join(c.dir, 'ipset.restore')]);
+      await t.testPayload(c.dir);
       await t.load(c.dir);
       await t.platform(
         mode === 'tighten'
