@@ -53,6 +53,8 @@ export async function compile(policy: string, segment: string): Promise<Compiled
 export interface Explained {
   verdict: 'allow' | 'deny' | 'untouched';
   target: 'RETURN' | 'ACCEPT' | 'REJECT' | 'DROP';
+  /** SPEC §2 step that decided; null when untouched */
+  step: number | null;
   what: string;
   trace: Array<{ chain: string; rule: number; what: string }>;
 }

@@ -21,7 +21,7 @@ import { kernelGate } from '../helpers/caps.js';
 import { dynamicSetName } from '../../src/policy/names.js';
 import { Topology, type Outcome } from './netns.js';
 import { compile, explain, explainInProcess, waitFor, type Explained, type ExplainQuery } from './cli.js';
-import { genPolicy, genProbes, Rand, type Mode, type ProbeSpec } from './gen.js';
+import { DIFF_SIDES, genPolicy, genProbes, Rand, type Mode, type ProbeSpec } from './gen.js';
 
 const kernel = kernelGate();
 
@@ -54,7 +54,7 @@ describe.skipIf(kernel.skip)('differential: explain vs the kernel, random polici
   const seen = new Map<string, number>();
 
   beforeAll(async () => {
-    t = await Topology.create();
+    t = await Topology.create(DIFF_SIDES);
     tmp = mkdtempSync(join(tmpdir(), 'cwt-diff-'));
   });
   afterAll(async () => {
@@ -97,8 +97,9 @@ describe.skipIf(kernel.skip)('differential: explain vs the kernel, random polici
       const bad: string[] = [];
       probes.forEach((p, i) => {
         const want = wants[i];
-        const key = `${explained[i].verdict}/${got[i].outcome}`;
-        seen.set(key, (seen.get(key) ?? 0) + 1);
+        for (const key of [`${explained[i].verdict}/${got[i].outcome}`, `step ${explained[i].step} ${explained[i].verdict}`]) {
+          seen.set(key, (seen.get(key) ?? 0) + 1);
+        }
         if (got[i].outcome !== want) {
           const e = explained[i];
           bad.push(
@@ -114,9 +115,11 @@ describe.skipIf(kernel.skip)('differential: explain vs the kernel, random polici
     }
   });
 
-  it('the seeds exercised allow, reject, drop and untouched packets', () => {
+  it('the seeds exercised allow, reject, drop and untouched packets, decided at every step', () => {
     const keys = [...seen.keys()];
-    for (const k of ['allow/ok', 'deny/refused', 'deny/timeout', 'untouched/ok', 'untouched/timeout']) {
+    const outcomes = ['allow/ok', 'deny/refused', 'deny/timeout', 'untouched/ok', 'untouched/timeout'];
+    const steps = ['step 2 allow', 'step 2 deny', 'step 3 deny', 'step 4 allow', 'step 5 deny'];
+    for (const k of [...outcomes, ...steps]) {
       expect(keys, JSON.stringify(Object.fromEntries(seen))).toContain(k);
     }
   });

@@ -5,8 +5,7 @@
  * kinds of governed source (plain container, dynamic member running and
  * staging, static group member) and one source cellwall does not govern.
  */
-import type { Proto } from './netns.js';
-import { PORTS } from './netns.js';
+import { DEFAULT_SIDES, PORTS, type Proto, type SideSpec } from './netns.js';
 
 /** mulberry32: small, fast, good enough for test data; same seed, same sequence */
 export function rng(seed: number): () => number {
@@ -73,6 +72,41 @@ function genRule(r: Rand): Record<string, unknown> {
   return rule;
 }
 
+/**
+ * The differential test's topology: the default one with the containers on a
+ * /24 (10.255.0.0/24, fd00:255::/64) and a second container namespace `peer`
+ * (10.255.1.0/24, fd00:255:0:1::/64), so that app-to-app traffic is forwarded.
+ */
+export const DIFF_SIDES: SideSpec[] = [
+  {
+    role: 'app',
+    nets: [
+      { gw: '10.255.0.1/24', hosts: ['10.255.0.2', '10.255.0.3', '10.255.0.4', '10.255.0.5'] },
+      { gw: 'fd00:255::1/64', hosts: ['fd00:255::2', 'fd00:255::3', 'fd00:255::4', 'fd00:255::5'] },
+    ],
+  },
+  {
+    role: 'peer',
+    nets: [
+      { gw: '10.255.1.1/24', hosts: ['10.255.1.2', '10.255.1.3'] },
+      { gw: 'fd00:255:0:1::1/64', hosts: ['fd00:255:0:1::2', 'fd00:255:0:1::3'] },
+    ],
+  },
+  ...DEFAULT_SIDES.filter((s) => s.role !== 'app'),
+];
+
+const APP_GROUPS = ['space-a', 'ops', 'web'] as const;
+
+function genAppRule(r: Rand): Record<string, unknown> {
+  const rule: Record<string, unknown> = { from: r.pick(APP_GROUPS), to: r.pick(['web', 'web', 'ops'] as const) };
+  const protocol = r.pick([undefined, 'tcp', 'udp', 'tcp'] as const);
+  if (protocol) {
+    rule.protocol = protocol;
+    rule.ports = r.pick(PORT_SPECS);
+  }
+  return rule;
+}
+
 /** a random policy with one segment `seg` */
 export function genPolicy(r: Rand, mode: Mode): Record<string, unknown> {
   const sgNames = Array.from({ length: r.int(2, 4) }, (_, i) => `sg${i}`);
@@ -91,17 +125,21 @@ export function genPolicy(r: Rand, mode: Mode): Record<string, unknown> {
     defaults: { deny: r.pick(['reject', 'drop']), log_denied: r.chance(0.5), established: 'accept' },
     networks: {
       vpc: ['10.0.0.0/8', 'fd00:10::/64'],
-      overlay: ['10.255.0.0/16', 'fd00:255::/64'],
+      overlay: ['10.255.0.0/16', 'fd00:255::/48'],
       internet: ['0.0.0.0/0', '::/0', '!vpc', '!fc00::/7'],
     },
     security_groups: securityGroups,
     groups: {
       'space-a': { members: 'dynamic' },
       ops: { networks: ['10.255.0.4/32', 'fd00:255::4/128'] },
+      web: { networks: ['10.255.1.2/32', 'fd00:255:0:1::2/128'] },
     },
     segments: { seg: segment },
     bindings,
-    policies: { default: 'deny' },
+    policies: {
+      default: r.pick(['deny', 'deny', 'allow']),
+      rules: Array.from({ length: r.int(0, 3) }, () => genAppRule(r)),
+    },
   };
 }
 
@@ -112,30 +150,44 @@ export interface Source {
   phase: 'running' | 'staging';
   member?: string;
   what: string;
+  /** where its probes may go */
+  dsts: readonly string[];
 }
 
+const APP4 = ['10.255.0.2', '10.255.0.4'];
+const APP6 = ['fd00:255::2', 'fd00:255::4'];
+const PEER4 = ['10.255.1.2', '10.255.1.3'];
+const PEER6 = ['fd00:255:0:1::2', 'fd00:255:0:1::3'];
+const VPC4 = ['10.0.0.10'];
+const VPC6 = ['fd00:10::10'];
+const INET4 = ['203.0.113.10', '203.0.113.11', '198.51.100.10'];
+const INET6 = ['2001:db8::10', '2001:db8::11'];
+
+/**
+ * Governed sources. Destinations inside the container network are only
+ * addresses whose group explain can know (static groups or none): the
+ * members of dynamic sets are known to explain for the source only.
+ */
 export const SOURCES: Source[] = [
-  ...(['10.255.0', 'fd00:255:'] as const).flatMap((p): Source[] => {
-    const sep = p.includes(':') ? ':' : '.';
-    return [
-      { addr: `${p}${sep}2`, phase: 'running', what: 'container' },
-      { addr: `${p}${sep}3`, phase: 'running', member: 'space-a', what: 'space-a running' },
-      { addr: `${p}${sep}4`, phase: 'running', what: 'static group ops' },
-      { addr: `${p}${sep}5`, phase: 'staging', member: 'space-a', what: 'space-a staging' },
-    ];
-  }),
-];
-/** not governed by cellwall: the VPC itself */
-export const UNGOVERNED: Source[] = [
-  { addr: '10.0.0.11', phase: 'running', what: 'vpc host (not governed)' },
-  { addr: 'fd00:10::11', phase: 'running', what: 'vpc host (not governed)' },
+  ...([
+    ['10.255.0.', [...PEER4, ...VPC4, ...INET4]],
+    ['fd00:255::', [...PEER6, ...VPC6, ...INET6]],
+  ] as const).flatMap(([p, dsts]): Source[] => [
+    { addr: `${p}2`, phase: 'running', what: 'container', dsts },
+    { addr: `${p}3`, phase: 'running', member: 'space-a', what: 'space-a running', dsts },
+    { addr: `${p}4`, phase: 'running', what: 'static group ops', dsts },
+    { addr: `${p}5`, phase: 'staging', member: 'space-a', what: 'space-a staging', dsts },
+  ]),
+  { addr: '10.255.1.2', phase: 'running', what: 'static group web', dsts: [...APP4, ...INET4] },
+  { addr: '10.255.1.3', phase: 'running', what: 'peer container', dsts: [...APP4, ...VPC4] },
+  { addr: 'fd00:255:0:1::2', phase: 'running', what: 'static group web', dsts: [...APP6, ...INET6] },
 ];
 
-const DSTS4 = ['10.0.0.10', '203.0.113.10', '203.0.113.11', '198.51.100.10'];
-const DSTS6 = ['fd00:10::10', '2001:db8::10', '2001:db8::11'];
-/** from the VPC side: only the internet (the VPC's own addresses are local to its namespace) */
-const INET4 = ['203.0.113.10', '198.51.100.10'];
-const INET6 = ['2001:db8::10', '2001:db8::11'];
+/** not governed by cellwall: the VPC itself (to the internet; its own addresses are local) */
+export const UNGOVERNED: Source[] = [
+  { addr: '10.0.0.11', phase: 'running', what: 'vpc host (not governed)', dsts: INET4 },
+  { addr: 'fd00:10::11', phase: 'running', what: 'vpc host (not governed)', dsts: INET6 },
+];
 
 export interface ProbeSpec { src: Source; dst: string; proto: Proto; port?: number }
 
@@ -144,11 +196,8 @@ export function genProbes(r: Rand, n: number): ProbeSpec[] {
   const out: ProbeSpec[] = [];
   for (let i = 0; i < n; i++) {
     const src = i < UNGOVERNED.length ? UNGOVERNED[i] : r.pick(SOURCES);
-    const v6 = src.addr.includes(':');
-    const governed = i >= UNGOVERNED.length;
-    const dst = r.pick(governed ? (v6 ? DSTS6 : DSTS4) : v6 ? INET6 : INET4);
     const proto = r.pick(['tcp', 'tcp', 'udp', 'icmp'] as const);
-    out.push({ src, dst, proto, port: proto === 'icmp' ? undefined : r.pick(PORTS) });
+    out.push({ src, dst: r.pick(src.dsts), proto, port: proto === 'icmp' ? undefined : r.pick(PORTS) });
   }
   return out;
 }
