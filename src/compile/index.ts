@@ -16,6 +16,7 @@
  *  - sets and chains are content-addressed: identical content -> one object,
  *    and an unchanged policy gives byte-identical payloads.
  */
+import { createHash } from 'node:crypto';
 import { AddrSet, type Family } from '../core/index.js';
 import { DiagnosticsError, type Diagnostic, type SourceLoc } from '../errors.js';
 import type { AppRule, AsgRule, Phase, Policy, PortRange, Segment } from '../policy/model.js';
@@ -32,7 +33,7 @@ import {
   type PlanStats,
   type PlanTarget,
 } from './plan.js';
-import { CELLWALL_VERSION, multiportChunks, nextPow2, portCount, portsText, sha256, unionAll } from './util.js';
+import { CELLWALL_VERSION, mayContain, multiportChunks, nextPow2, portCount, portsText, sha256, unionAll } from './util.js';
 import { redundantAsgRules } from './redundancy.js';
 
 export type { Plan } from './plan.js';
@@ -99,7 +100,13 @@ export function checkPolicy(policy: Policy, opts: CompileOptions = {}): Diagnost
 
 /** A chain name: `CW-` + role tag (P phase, A app-to-app, D deny) + 10 hex of the content, at most 28 characters. */
 function chainName(tag: string, rules: PlanRule[]): string {
-  return `CW-${tag}-${sha256(JSON.stringify(rules)).slice(0, 10)}`;
+  // what is rendered: matches, target, description, first location and the number of locations
+  const h = createHash('sha256');
+  for (const r of rules) {
+    const l = r.locs[0];
+    h.update(`${JSON.stringify(r.match)}|${JSON.stringify(r.target)}|${r.step}|${r.what}|${l ? `${l.file}:${l.line}:${l.col}` : ''}|${r.locs.length}\n`);
+  }
+  return `CW-${tag}-${h.digest('hex').slice(0, 10)}`;
 }
 
 /** The chain FORWARD jumps to: stable per segment so the jump need not change with the policy. */
@@ -301,27 +308,45 @@ class FamilyCompiler {
     return out;
   }
 
+  /**
+   * App-to-app rules of one phase. Rules with the same source group and the
+   * same protocol/ports become ONE rule whose destination is a list of the
+   * destination groups' sets (a dynamic group counts in both phases).
+   */
   private a2aRules(phase: Phase): PlanRule[] {
     const { policy, segment } = this.ctx;
     const out: PlanRule[] = [];
-    for (const r of policy.policies.rules) out.push(...this.appRule(r, phase));
-    if (policy.policies.default === 'allow') out.push(this.allow({}, 2, 'policies.default allow', [segment.loc]));
-    else out.push(rule({}, { kind: 'goto', chain: this.denyChain }, 2, 'policies.default deny', [segment.loc]));
-    return out;
-  }
-
-  private appRule(r: AppRule, phase: Phase): PlanRule[] {
-    if (!protoInFamily(r.protocol, this.f)) return [];
-    const src = this.groupSet(r.from, phase, r.loc);
-    if (!src) return [];
-    const dsts = this.groupDstSets(r.to, r.loc);
-    const what = `policy ${r.from} -> ${r.to} ${r.protocol}${r.ports ? ' ' + portsText(r.ports) : ''}`;
-    const out: PlanRule[] = [];
-    for (const dst of dsts) {
+    interface Cls { r: AppRule; src: string; dsts: Set<string>; tos: Set<string>; locs: SourceLoc[] }
+    const classes = new Map<string, Cls>();
+    const srcCache = new Map<string, string | null>();
+    const dstCache = new Map<string, string[]>();
+    for (const r of policy.policies.rules) {
+      if (!protoInFamily(r.protocol, this.f)) continue;
+      let src = srcCache.get(r.from);
+      if (src === undefined) srcCache.set(r.from, (src = this.groupSet(r.from, phase, r.loc)));
+      if (!src) continue;
+      let dsts = dstCache.get(r.to);
+      if (!dsts) dstCache.set(r.to, (dsts = this.groupDstSets(r.to, r.loc)));
+      if (!dsts.length) continue;
+      const key = `${r.from}\u0000${r.protocol}\u0000${r.ports ? portsText(r.ports) : ''}\u0000${r.icmpType ?? ''}/${r.icmpCode ?? ''}`;
+      let c = classes.get(key);
+      if (!c) classes.set(key, (c = { r, src, dsts: new Set(), tos: new Set(), locs: [] }));
+      for (const d of dsts) c.dsts.add(d);
+      c.tos.add(r.to);
+      c.locs.push(r.loc);
+    }
+    for (const c of classes.values()) {
+      const r = c.r;
+      const dst = this.listOrSingle([...c.dsts], `destinations of ${r.from} ${r.protocol}`)!;
+      const toList = [...c.tos];
+      const tos = toList.length > 3 ? `${toList.slice(0, 3).join(',')},+${toList.length - 3}` : toList.join(',');
+      const what = `policy ${r.from} -> ${tos} ${r.protocol}${r.ports ? ' ' + portsText(r.ports) : ''}`;
       for (const m of protoMatches(r.protocol, r.ports, r.icmpType, r.icmpCode)) {
-        out.push(this.allow({ src: { set: src }, dst: { set: dst }, ...m }, 2, what, [r.loc]));
+        out.push(this.allow({ src: { set: c.src }, dst: { set: dst }, ...m }, 2, what, c.locs));
       }
     }
+    if (policy.policies.default === 'allow') out.push(this.allow({}, 2, 'policies.default allow', [segment.loc]));
+    else out.push(rule({}, { kind: 'goto', chain: this.denyChain }, 2, 'policies.default deny', [segment.loc]));
     return out;
   }
 
@@ -353,7 +378,7 @@ class FamilyCompiler {
     let e = this.destCache.get(r);
     if (!e) {
       const d = r.destination.family(this.f);
-      e = { d, inApp: this.staticAppDst.contains(d) };
+      e = { d, inApp: mayContain(this.staticAppDst, d, this.f) && this.staticAppDst.contains(d) };
       this.destCache.set(r, e);
     }
     return e;

@@ -5,13 +5,13 @@
  * No pairwise O(n²) set work: rules are grouped by their protocol/port class
  * ("signature"); for each signature the rules that cover it (protocol all,
  * same protocol with a superset of ports, ICMP any type...) are listed once,
- * and with prefix and suffix unions each rule is checked against "all the
- * others" with one union and one containment test.
+ * and one sweep computes the addresses they allow at least twice: a rule is
+ * redundant iff its destination lies inside that set.
  */
 import type { AddrSet } from '../core/index.js';
 import type { Diagnostic } from '../errors.js';
 import type { AsgRule, Policy, PortRange } from '../policy/model.js';
-import { locText, portsText } from './util.js';
+import { locText, portsText, unionAll } from './util.js';
 
 function signature(r: AsgRule): string {
   if (r.protocol === 'tcp' || r.protocol === 'udp') return `${r.protocol}|${portsText(r.ports ?? [])}`;
@@ -52,19 +52,26 @@ export function redundantAsgRules(policy: Policy): Diagnostic[] {
     for (const group of bySig.values()) {
       const cands = rules.filter((s) => classCovers(s, group[0]));
       if (cands.length < 2) continue;
-      const prefix: Array<AddrSet | undefined> = [undefined];
-      for (const c of cands) prefix.push(prefix[prefix.length - 1]?.union(c.destination) ?? c.destination);
-      const suffix: Array<AddrSet | undefined> = new Array(cands.length + 1).fill(undefined);
-      for (let i = cands.length - 1; i >= 0; i--) suffix[i] = suffix[i + 1]?.union(cands[i].destination) ?? cands[i].destination;
+      // addresses allowed by at least two of the candidates: a candidate lies
+      // entirely inside it iff the others cover it (it covers itself)
+      let acc: AddrSet | undefined;
+      let twice: AddrSet | undefined;
+      for (const c of cands) {
+        if (!acc) {
+          acc = c.destination;
+          continue;
+        }
+        const both = acc.intersect(c.destination);
+        if (!both.isEmpty()) twice = twice ? twice.union(both) : both;
+        acc = acc.union(c.destination);
+      }
+      if (!twice) continue;
       for (const r of group) {
-        const i = cands.indexOf(r);
-        const before = prefix[i];
-        const after = suffix[i + 1];
-        const others = before && after ? before.union(after) : (before ?? after);
-        if (!others || !others.contains(r.destination)) continue;
+        if (r.destination.isEmpty() || !twice.contains(r.destination)) continue;
         // of two identical rules, report only the later one
-        const earlierCovers = before?.contains(r.destination) ?? false;
-        if (!earlierCovers && cands.slice(i + 1).some((c) => signature(c) === signature(r) && c.destination.equals(r.destination))) continue;
+        const i = cands.indexOf(r);
+        const later = cands.slice(i + 1).some((c) => signature(c) === signature(r) && c.destination.equals(r.destination));
+        if (later && !unionAll(cands.slice(0, i).map((c) => c.destination)).contains(r.destination)) continue;
         const by = cands.filter((c) => c !== r && !c.destination.intersect(r.destination).isEmpty()).slice(0, 3);
         out.push({
           severity: 'warning',

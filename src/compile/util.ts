@@ -68,3 +68,21 @@ export function nextPow2(n: number): number {
   while (p < n) p *= 2;
   return p;
 }
+
+/**
+ * Cheap pre-check in JS (no WASM call): can `outer` contain `inner` in family f?
+ * False when inner reaches below outer's lowest or above its highest address.
+ */
+export function mayContain(outer: AddrSet, inner: AddrSet, f: 4 | 6): boolean {
+  if (f === 4) {
+    const o = outer.v4, i = inner.v4;
+    if (i.length === 0) return true;
+    if (o.length === 0) return false;
+    return i[0] >= o[0] && i[i.length - 1] <= o[o.length - 1];
+  }
+  const o = outer.v6, i = inner.v6;
+  if (i.length === 0) return true;
+  if (o.length === 0) return false;
+  const lo = (a: BigUint64Array, k: number) => (a[k] << 64n) | a[k + 1];
+  return lo(i, 0) >= lo(o, 0) && lo(i, i.length - 2) <= lo(o, o.length - 2);
+}
