@@ -115,6 +115,15 @@ export function topChainName(segment: string): string {
   return `CW-${clean}-${sha256(segment).slice(0, 8)}`;
 }
 
+interface AppClass {
+  /** the first rule of the class (from, protocol, ports) */
+  rule: AppRule;
+  tos: string[];
+  locs: SourceLoc[];
+  what: string;
+  matches: PlanMatch[];
+}
+
 interface Bucket {
   srcKey: string;
   /** undefined: any governed source of the phase */
@@ -145,6 +154,37 @@ class Ctx {
     this.smallPorts = opts.smallPorts ?? DEFAULT_SMALL_PORTS;
     this.dynamicGroups = [...policy.groups.values()].filter((g) => g.kind === 'dynamic').map((g) => g.name).sort();
     this.staticGroups = [...policy.groups.values()].filter((g) => g.kind === 'static').map((g) => g.name).sort();
+  }
+
+  private appClassCache?: AppClass[];
+
+  /**
+   * App-to-app rules with the same source group and the same protocol/ports
+   * form one class: ONE rule whose destination is a list of the destination
+   * groups' sets (a dynamic group counts in both phases). Family and phase
+   * independent, computed once.
+   */
+  appClasses(): AppClass[] {
+    if (this.appClassCache) return this.appClassCache;
+    const classes = new Map<string, { rule: AppRule; tos: Set<string>; locs: SourceLoc[] }>();
+    for (const r of this.policy.policies.rules) {
+      const key = `${r.from}\u0000${r.protocol}\u0000${r.ports ? portsText(r.ports) : ''}\u0000${r.icmpType ?? ''}/${r.icmpCode ?? ''}`;
+      let c = classes.get(key);
+      if (!c) classes.set(key, (c = { rule: r, tos: new Set(), locs: [] }));
+      c.tos.add(r.to);
+      c.locs.push(r.loc);
+    }
+    this.appClassCache = [...classes.values()].map((c) => {
+      const r = c.rule;
+      const toList = [...c.tos];
+      const tos = toList.length > 3 ? `${toList.slice(0, 3).join(',')},+${toList.length - 3}` : toList.join(',');
+      return {
+        rule: r, tos: toList, locs: dedupeLocs(c.locs),
+        what: `policy ${r.from} -> ${tos} ${r.protocol}${r.ports ? ' ' + portsText(r.ports) : ''}`,
+        matches: protoMatches(r.protocol, r.ports, r.icmpType, r.icmpCode),
+      };
+    });
+    return this.appClassCache;
   }
 
   compileFamily(f: Family): FamilyPlan {
@@ -316,34 +356,18 @@ class FamilyCompiler {
   private a2aRules(phase: Phase): PlanRule[] {
     const { policy, segment } = this.ctx;
     const out: PlanRule[] = [];
-    interface Cls { r: AppRule; src: string; dsts: Set<string>; tos: Set<string>; locs: SourceLoc[] }
-    const classes = new Map<string, Cls>();
     const srcCache = new Map<string, string | null>();
-    const dstCache = new Map<string, string[]>();
-    for (const r of policy.policies.rules) {
+    for (const c of this.ctx.appClasses()) {
+      const r = c.rule;
       if (!protoInFamily(r.protocol, this.f)) continue;
       let src = srcCache.get(r.from);
       if (src === undefined) srcCache.set(r.from, (src = this.groupSet(r.from, phase, r.loc)));
       if (!src) continue;
-      let dsts = dstCache.get(r.to);
-      if (!dsts) dstCache.set(r.to, (dsts = this.groupDstSets(r.to, r.loc)));
-      if (!dsts.length) continue;
-      const key = `${r.from}\u0000${r.protocol}\u0000${r.ports ? portsText(r.ports) : ''}\u0000${r.icmpType ?? ''}/${r.icmpCode ?? ''}`;
-      let c = classes.get(key);
-      if (!c) classes.set(key, (c = { r, src, dsts: new Set(), tos: new Set(), locs: [] }));
-      for (const d of dsts) c.dsts.add(d);
-      c.tos.add(r.to);
-      c.locs.push(r.loc);
-    }
-    for (const c of classes.values()) {
-      const r = c.r;
-      const dst = this.listOrSingle([...c.dsts], `destinations of ${r.from} ${r.protocol}`)!;
-      const toList = [...c.tos];
-      const tos = toList.length > 3 ? `${toList.slice(0, 3).join(',')},+${toList.length - 3}` : toList.join(',');
-      const what = `policy ${r.from} -> ${tos} ${r.protocol}${r.ports ? ' ' + portsText(r.ports) : ''}`;
-      for (const m of protoMatches(r.protocol, r.ports, r.icmpType, r.icmpCode)) {
-        out.push(this.allow({ src: { set: c.src }, dst: { set: dst }, ...m }, 2, what, c.locs));
-      }
+      const dsts = new Set<string>();
+      for (const to of c.tos) for (const d of this.groupDstSets(to, r.loc)) dsts.add(d);
+      if (!dsts.size) continue;
+      const dst = this.listOrSingle([...dsts], `destinations of ${r.from} ${r.protocol}`)!;
+      for (const m of c.matches) out.push(this.allow({ src: { set: src }, dst: { set: dst }, ...m }, 2, c.what, c.locs));
     }
     if (policy.policies.default === 'allow') out.push(this.allow({}, 2, 'policies.default allow', [segment.loc]));
     else out.push(rule({}, { kind: 'goto', chain: this.denyChain }, 2, 'policies.default deny', [segment.loc]));
@@ -358,12 +382,19 @@ class FamilyCompiler {
     return this.netSet(g.set!.family(this.f), `group ${name}`, [g.loc ?? loc]);
   }
 
+  private readonly dstSetsCache = new Map<string, string[]>();
   private groupDstSets(name: string, loc: SourceLoc): string[] {
+    let out = this.dstSetsCache.get(name);
+    if (out) return out;
     const g = this.ctx.policy.groups.get(name);
-    if (!g) return [];
-    if (g.kind === 'dynamic') return PHASES.map((ph) => this.dynSet(name, ph));
-    const s = this.netSet(g.set!.family(this.f), `group ${name}`, [g.loc ?? loc]);
-    return s ? [s] : [];
+    if (!g) out = [];
+    else if (g.kind === 'dynamic') out = PHASES.map((ph) => this.dynSet(name, ph));
+    else {
+      const s = this.netSet(g.set!.family(this.f), `group ${name}`, [g.loc ?? loc]);
+      out = s ? [s] : [];
+    }
+    this.dstSetsCache.set(name, out);
+    return out;
   }
 
   // ---- ASG buckets ----
