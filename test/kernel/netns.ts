@@ -193,8 +193,8 @@ export class Topology {
   private async build(): Promise<void> {
     const all = [this.cell, ...this.ns.values()];
     for (const ns of all) {
-      live.add(ns);
       await runOk(['ip', 'netns', 'add', ns]);
+      live.add(ns); // only once it is ours: a name clash must not delete someone else's namespace
       await runOk(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
       // no duplicate address detection: link-local addresses (used for neighbour discovery) are usable at once
       await runOk(['ip', 'netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
