@@ -165,32 +165,30 @@ export function generateCfScale(seed = 42, shape: CfScaleShape = CF_SCALE): CfSc
   };
 }
 
-/** The containers of the naive model: index, space and app, deterministic. */
-export function naiveContainers(seed: number, shape: CfScaleShape = CF_SCALE, n = CONTAINERS) {
+export interface Container { id: number; ip: string; ip6: string; space: string; app: string }
+
+/**
+ * The containers of the naive model, deterministic: `n` containers in random
+ * spaces and apps, or (perSpace) one container in every space.
+ */
+export function naiveContainers(seed: number, shape: CfScaleShape = CF_SCALE, n = CONTAINERS, perSpace = false): Container[] {
   const rnd = mulberry32(seed ^ 0x5eed);
-  return Array.from({ length: n }, (_, i) => ({
+  const count = perSpace ? shape.spaces : n;
+  return Array.from({ length: count }, (_, i) => ({
     id: i,
     ip: `10.255.${(i >> 8) & 255}.${(i & 255) + 2}`,
-    space: spaceName(Math.floor(rnd() * shape.spaces)),
+    ip6: `fd00:255::${(i + 2).toString(16)}`,
+    space: perSpace ? spaceName(i) : spaceName(Math.floor(rnd() * shape.spaces)),
     app: appName(Math.floor(rnd() * shape.apps)),
   }));
 }
 
 const portItems = (ports?: string): string[] => (ports ? ports.split(',').map((p) => p.trim()) : ['']);
 
-export interface NaiveStats {
-  containers: number;
-  rules: { v4: number; v6: number; total: number };
-  bytes: { v4: number; v6: number };
-  files: { v4: string; v6: string };
-}
+type Fam = 'v4' | 'v6';
 
-/**
- * Render the naive silk-style iptables-restore payloads (one per family) to
- * files, streaming, and return their rule counts and sizes.
- */
-export async function renderNaive(policy: CfScalePolicy, seed: number, dir: string): Promise<NaiveStats> {
-  const containers = naiveContainers(seed);
+/** The naive silk-style iptables-restore lines: [family, line, is a rule]. */
+export function* naiveLines(policy: CfScalePolicy, containers: Container[]): Generator<[Fam, string, boolean]> {
   const bySpace = new Map<string, string[]>();
   const globals: string[] = [];
   for (const b of policy.bindings) {
@@ -199,58 +197,41 @@ export async function renderNaive(policy: CfScalePolicy, seed: number, dir: stri
     if (!b.groups) { globals.push(...b.security_groups); continue; }
     for (const g of b.groups) bySpace.set(g, [...(bySpace.get(g) ?? []), ...b.security_groups]);
   }
-  const localByApp = new Map<string, typeof containers>();
+  const localByApp = new Map<string, Container[]>();
   for (const c of containers) localByApp.set(c.app, [...(localByApp.get(c.app) ?? []), c]);
+  const chainOf = (c: Container) => `netout--c${pad(c.id, 4)}`;
+  const both: Fam[] = ['v4', 'v6'];
 
-  const files = { v4: join(dir, `cfscale-${seed}-naive.v4`), v6: join(dir, `cfscale-${seed}-naive.v6`) };
-  const out = { v4: createWriteStream(files.v4), v6: createWriteStream(files.v6) };
-  const rules = { v4: 0, v6: 0 };
-  const bytes = { v4: 0, v6: 0 };
-  let buf = { v4: '', v6: '' };
-  const flush = async (force = false) => {
-    for (const f of ['v4', 'v6'] as const) {
-      if (buf[f].length > (force ? 0 : 1 << 20)) {
-        bytes[f] += Buffer.byteLength(buf[f]);
-        if (!out[f].write(buf[f])) await new Promise<void>((r) => out[f].once('drain', () => r()));
-        buf[f] = '';
-      }
-    }
-  };
-  const emit = (f: 'v4' | 'v6', line: string, isRule = true) => {
-    buf[f] += line + '\n';
-    if (isRule) rules[f]++;
-  };
-  for (const f of ['v4', 'v6'] as const) {
-    emit(f, '*filter', false);
-    for (const c of containers) emit(f, `:netout--c${pad(c.id, 2)} - [0:0]`, false);
+  for (const f of both) {
+    yield [f, '*filter', false];
+    for (const c of containers) yield [f, `:${chainOf(c)} - [0:0]`, false];
   }
   for (const c of containers) {
-    const chain = `netout--c${pad(c.id, 2)}`;
-    for (const f of ['v4', 'v6'] as const) {
-      emit(f, `-A FORWARD -s ${f === 'v4' ? c.ip : `fd00:255::${c.id + 2}`} -j ${chain}`);
-      emit(f, `-A ${chain} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT`);
+    const chain = chainOf(c);
+    for (const f of both) {
+      yield [f, `-A FORWARD -s ${f === 'v4' ? c.ip : c.ip6} -j ${chain}`, true];
+      yield [f, `-A ${chain} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT`, true];
     }
     for (const asg of [...globals, ...(bySpace.get(c.space) ?? [])]) {
       for (const [k, r] of policy.security_groups[asg].entries()) {
         const comment = `-m comment --comment "${asg}:${k}"`;
         for (const d of r.destination.split(',')) {
-          const f = d.includes(':') ? 'v6' : 'v4';
+          const f: Fam = d.includes(':') ? 'v6' : 'v4';
           const dst = d.includes('-') ? `-m iprange --dst-range ${d}` : `-d ${d}`;
           if (r.protocol === 'icmp') {
-            if (f === 'v4') emit(f, `-A ${chain} -p icmp ${dst} --icmp-type ${r.type === -1 ? 'any' : r.type} ${comment} -j ACCEPT`);
+            yield [f, `-A ${chain} -p icmp ${dst} --icmp-type ${r.type === -1 ? 'any' : r.type} ${comment} -j ACCEPT`, true];
             continue;
           }
           for (const p of portItems(r.ports)) {
             const proto = r.protocol === 'all' ? '' : ` -p ${r.protocol} --dport ${p.replace('-', ':')}`;
-            emit(f, `-A ${chain}${proto} ${dst} ${comment} -j ACCEPT`);
+            yield [f, `-A ${chain}${proto} ${dst} ${comment} -j ACCEPT`, true];
           }
         }
-        await flush();
       }
     }
-    for (const f of ['v4', 'v6'] as const) {
-      emit(f, `-A ${chain} -m limit --limit 2/min -j LOG --log-prefix "DENY_${c.id} "`);
-      emit(f, `-A ${chain} -j REJECT`);
+    for (const f of both) {
+      yield [f, `-A ${chain} -m limit --limit 2/min -j LOG --log-prefix "DENY_${c.id} "`, true];
+      yield [f, `-A ${chain} -j REJECT`, true];
     }
   }
   // app-to-app: ingress rules for local destination containers (source marked by app tag)
@@ -258,24 +239,66 @@ export async function renderNaive(policy: CfScalePolicy, seed: number, dir: stri
     for (const c of localByApp.get(r.to) ?? []) {
       for (const p of portItems(r.ports)) {
         const proto = r.protocol ? ` -p ${r.protocol} --dport ${p.replace('-', ':')}` : '';
-        emit('v4', `-A FORWARD -m mark --mark 0x${(i + 1).toString(16)} -d ${c.ip}${proto} -m comment --comment "policy:${i}" -j ACCEPT`);
+        yield ['v4', `-A FORWARD -m mark --mark 0x${(i + 1).toString(16)} -d ${c.ip}${proto} -m comment --comment "policy:${i}" -j ACCEPT`, true];
       }
     }
   }
-  for (const f of ['v4', 'v6'] as const) emit(f, 'COMMIT', false);
-  await flush(true);
-  await Promise.all((['v4', 'v6'] as const).map((f) => new Promise((r) => out[f].end(r))));
+  for (const f of both) yield [f, 'COMMIT', false];
+}
+
+export interface NaiveCounts { containers: number; rules: { v4: number; v6: number; total: number } }
+
+/** Rule counts of the naive emission, without rendering it. */
+export function countNaive(policy: CfScalePolicy, containers: Container[]): NaiveCounts {
+  const rules = { v4: 0, v6: 0 };
+  for (const [f, , isRule] of naiveLines(policy, containers)) if (isRule) rules[f]++;
+  return { containers: containers.length, rules: { ...rules, total: rules.v4 + rules.v6 } };
+}
+
+export interface NaiveStats extends NaiveCounts {
+  bytes: { v4: number; v6: number };
+  files: { v4: string; v6: string };
+}
+
+/** Render the naive payloads (one per family) to `<prefix>.v4` / `.v6`, streaming; counts and sizes. */
+export async function renderNaive(policy: CfScalePolicy, containers: Container[], prefix: string): Promise<NaiveStats> {
+  const files = { v4: `${prefix}.v4`, v6: `${prefix}.v6` };
+  const out = { v4: createWriteStream(files.v4), v6: createWriteStream(files.v6) };
+  const rules = { v4: 0, v6: 0 };
+  const bytes = { v4: 0, v6: 0 };
+  const buf = { v4: [] as string[], v6: [] as string[] };
+  const flush = async (f: Fam) => {
+    const text = buf[f].join('');
+    buf[f] = [];
+    bytes[f] += Buffer.byteLength(text);
+    if (!out[f].write(text)) await new Promise<void>((r) => out[f].once('drain', () => r()));
+  };
+  for (const [f, line, isRule] of naiveLines(policy, containers)) {
+    buf[f].push(line + '\n');
+    if (isRule) rules[f]++;
+    if (buf[f].length >= 10_000) await flush(f);
+  }
+  for (const f of ['v4', 'v6'] as const) {
+    await flush(f);
+    await new Promise<void>((r) => out[f].end(() => r()));
+  }
   return { containers: containers.length, rules: { ...rules, total: rules.v4 + rules.v6 }, bytes, files };
 }
 
-/** Write bench/.data/cfscale-<seed>.json once and return its path. */
-export function cfScaleFile(seed = 42): string {
+/** Write bench/.data/cfscale-<tag>-<seed>.json once and return its path. */
+export function cfScaleFile(seed = 42, shape: CfScaleShape = CF_SCALE, tag = 'full'): string {
   const dir = join(repoRoot(), 'bench', '.data');
-  const path = join(dir, `cfscale-${seed}.json`);
+  const path = join(dir, `cfscale-${tag}-${seed}.json`);
   if (existsSync(path)) return path;
   mkdirSync(dir, { recursive: true });
   const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(generateCfScale(seed)));
+  writeFileSync(tmp, JSON.stringify(generateCfScale(seed, shape)));
   renameSync(tmp, path);
   return path;
+}
+
+/** CF_SCALE divided by `factor` (at least one of each), for a run that fits a time budget. */
+export function scaledShape(factor: number): CfScaleShape {
+  const d = (n: number) => Math.max(1, Math.round(n / factor));
+  return { ...CF_SCALE, asgs: d(CF_SCALE.asgs), spaces: d(CF_SCALE.spaces), apps: d(CF_SCALE.apps), appRules: d(CF_SCALE.appRules) };
 }

@@ -1,20 +1,25 @@
 /**
  * `npm run bench` entry (compiled to dist/bench/run.js).
  *
- *   node dist/bench/run.js [--name NAME] [--only aggregate,lookup,...] [--quick]
+ *   node dist/bench/run.js [--name NAME] [--only whole,inprocess,lookup,cfscale] [--quick]
+ *                          [--scale full,tenth] [--load-budget SECONDS]
  *
- * Runs every suite on the same data in one process, prints the table
- * (ratio = peer time / cellwall time, > 1 means cellwall is faster) and writes
- * bench/results/<NAME>.json. Exit 1 when a suite failed or an output disagreed.
+ * Default: the issue 2 suites (whole, inprocess, lookup), all in one process on
+ * the same data. `--only cfscale` runs the issue 3 CF-scale suite (minutes; root
+ * for the kernel load part). Prints the table (ratio = peer / cellwall, > 1
+ * means cellwall is better) and writes bench/results/<NAME>.json. Exit 1 when
+ * a suite failed or an output disagreed.
  */
 import { cpus, hostname, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadCore } from './lib/core.js';
 import { formatTable, type Row, writeResults } from './lib/report.js';
 import { inProcess, type SuiteOptions, wholeProcess } from './suites/aggregate.js';
+import { cfscale } from './suites/cfscale.js';
 import { lookups } from './suites/lookup.js';
 
-const SUITES = ['whole', 'inprocess', 'lookup'] as const;
+const SUITES = ['whole', 'inprocess', 'lookup', 'cfscale'] as const;
+const DEFAULT_SUITES: Suite[] = ['whole', 'inprocess', 'lookup'];
 type Suite = (typeof SUITES)[number];
 
 async function main(): Promise<number> {
@@ -23,16 +28,22 @@ async function main(): Promise<number> {
       name: { type: 'string' },
       only: { type: 'string' },
       quick: { type: 'boolean', default: false },
+      scale: { type: 'string', default: 'tenth,full' },
+      'load-budget': { type: 'string', default: '120' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) {
-    console.log(`usage: node dist/bench/run.js [--name NAME] [--only ${SUITES.join(',')}] [--quick]`);
+    console.log(`usage: node dist/bench/run.js [--name NAME] [--only ${SUITES.join(',')}] [--quick] [--scale full,tenth] [--load-budget SECONDS]`);
     return 0;
   }
-  const only = (values.only ? values.only.split(',') : [...SUITES]) as Suite[];
+  const only = (values.only ? values.only.split(',') : DEFAULT_SUITES) as Suite[];
   for (const s of only) if (!SUITES.includes(s)) throw new Error(`unknown suite '${s}' (expected ${SUITES.join(', ')})`);
-  const name = values.name ?? `issue2-${hostname()}`;
+  const scales = values.scale.split(',') as Array<'full' | 'tenth'>;
+  for (const s of scales) if (s !== 'full' && s !== 'tenth') throw new Error(`unknown scale '${s}' (expected full, tenth)`);
+  const loadBudgetMs = Number(values['load-budget']) * 1000;
+  if (!(loadBudgetMs > 0)) throw new Error(`--load-budget: expected a number of seconds, got '${values['load-budget']}'`);
+  const name = values.name ?? `${only.includes('cfscale') ? 'issue3' : 'issue2'}-${hostname()}`;
   const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 
   const load = loadavg()[0];
@@ -44,12 +55,18 @@ async function main(): Promise<number> {
   };
   const rows: Row[] = [];
   const failures: Array<{ suite: string; error: string }> = [];
+  const extra: Record<string, unknown> = {};
   const t0 = performance.now();
   for (const s of only) {
     try {
       if (s === 'whole') rows.push(...(await wholeProcess(opts)));
       if (s === 'inprocess') rows.push(...(await inProcess(opts)));
       if (s === 'lookup') rows.push(...(await lookups({ ...opts, queries: 100_000, peerBudgetMs: values.quick ? 1500 : 5000 })));
+      if (s === 'cfscale') {
+        const r = await cfscale({ seed: 42, scales, loadBudgetMs, log });
+        rows.push(...r.rows);
+        extra.cfscale = r.detail;
+      }
     } catch (e) {
       const err = e as Error;
       log(`suite ${s} failed: ${err.stack ?? err.message}`);
@@ -57,10 +74,10 @@ async function main(): Promise<number> {
     }
   }
   const totalS = (performance.now() - t0) / 1000;
-  console.log(`\ncellwall benchmarks (${name}); ratio = peer/cellwall time, > 1 means cellwall is faster\n`);
+  console.log(`\ncellwall benchmarks (${name}); ratio = peer/cellwall (cellwall/peer for throughput), > 1 means cellwall is better\n`);
   console.log(formatTable(rows));
   const path = writeResults(name, rows, {
-    suites: only, failures, coreError, totalSeconds: +totalS.toFixed(1), loadavgAtStart: +load.toFixed(2),
+    suites: only, failures, coreError, ...extra, totalSeconds: +totalS.toFixed(1), loadavgAtStart: +load.toFixed(2),
   });
   console.log(`\nresults: ${path} (${totalS.toFixed(0)} s)`);
   const wrong = rows.filter((r) => r.agree === false);

@@ -9,9 +9,9 @@ import { machineInfo } from './measure.js';
 export interface Figure {
   /** what was measured, e.g. 'cellwall cidr aggregate' */
   name: string;
-  /** a time in ms (lower is better) or a throughput in ops/s (higher is better) */
+  /** a throughput in ops/s is higher-is-better; times, counts and sizes are lower-is-better */
   value: number;
-  unit: 'ms' | 'ops/s';
+  unit: 'ms' | 'ops/s' | 'count' | 'bytes';
   /** extra detail kept in the JSON (runs, counts, tool ...) */
   detail?: Record<string, unknown>;
 }
@@ -21,7 +21,7 @@ export interface Row {
   task: string;
   cellwall: Figure | null;
   peer: Figure | null;
-  /** peer time / cellwall time (or cellwall ops / peer ops): > 1 means cellwall is faster */
+  /** peer / cellwall for times, counts and sizes (cellwall / peer for ops/s): > 1 means cellwall is better */
   ratio: number | null;
   /** minimum ratio the tracker issue asks for, when it sets one */
   target: number | null;
@@ -32,7 +32,7 @@ export interface Row {
 
 export function ratioOf(cellwall: Figure | null, peer: Figure | null): number | null {
   if (!cellwall || !peer || !(cellwall.value > 0) || !(peer.value > 0)) return null;
-  return cellwall.unit === 'ms' ? peer.value / cellwall.value : cellwall.value / peer.value;
+  return cellwall.unit === 'ops/s' ? cellwall.value / peer.value : peer.value / cellwall.value;
 }
 
 export function row(r: Omit<Row, 'ratio'>): Row {
@@ -48,6 +48,8 @@ export function verdict(r: Row): string {
 
 function fmtFigure(f: Figure | null): string {
   if (!f) return '-';
+  if (f.unit === 'count') return f.value.toLocaleString('en-US');
+  if (f.unit === 'bytes') return f.value >= 2 ** 20 ? `${(f.value / 2 ** 20).toFixed(1)} MiB` : `${(f.value / 1024).toFixed(1)} KiB`;
   if (f.unit === 'ms') return f.value >= 1000 ? `${(f.value / 1000).toFixed(2)} s` : `${f.value.toFixed(1)} ms`;
   if (f.value >= 1e6) return `${(f.value / 1e6).toFixed(2)} M/s`;
   if (f.value >= 1e3) return `${(f.value / 1e3).toFixed(1)} k/s`;
