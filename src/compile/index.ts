@@ -549,8 +549,7 @@ class FamilyCompiler {
         `the set for ${what} would hold ${entries} entries in the IPv${this.f} family, more than the maximum ${this.ctx.maxSetEntries}`,
         'fewer, larger destination ranges (aggregate the destinations) or split the entry');
     }
-    const maxelem = kind.type === 'list' ? Math.max(8, entries) : Math.max(65536, nextPow2(entries * 2));
-    const hashsize = kind.type === 'list' ? 0 : Math.max(1024, Math.min(1 << 20, nextPow2(Math.ceil(entries / 4))));
+    const { maxelem, hashsize } = sizing(kind.type, entries);
     this.sets.set(name, { name, family: this.f, kind, entries, hashsize, maxelem, what, locs: dedupeLocs(locs).slice(0, 64) });
     return name;
   }
@@ -559,7 +558,7 @@ class FamilyCompiler {
     const a = addrs.family(this.f);
     if (a.isEmpty()) return null;
     const n = ipsetEntryCount(a, this.f);
-    const name = `cw${this.f}n-${sha256(`net|${this.f}|${a.hash()}`).slice(0, 20)}`;
+    const name = `cw${this.f}n-${sha256(`net|${this.f}|${a.hash()}|${sizingKey('net', n)}`).slice(0, 20)}`;
     if (isDest) {
       if (this.sets.has(name)) this.ctx.stats.setsShared++;
       else this.ctx.stats.cidrsOut += n;
@@ -573,7 +572,7 @@ class FamilyCompiler {
     let n = 0;
     for (const e of parts) n += ipsetEntryCount(e.addrs, this.f);
     const key = parts.map((e) => `${e.proto}:${e.port}=${e.addrs.hash()}`).join('|');
-    const name = `cw${this.f}p-${sha256(`netport|${this.f}|${key}`).slice(0, 20)}`;
+    const name = `cw${this.f}p-${sha256(`netport|${this.f}|${key}|${sizingKey('net,port', n)}`).slice(0, 20)}`;
     if (this.sets.has(name)) this.ctx.stats.setsShared++;
     else this.ctx.stats.cidrsOut += n;
     return this.register(name, { type: 'net,port', byPort: parts }, n, what, locs);
@@ -597,6 +596,21 @@ class FamilyCompiler {
     }
     return name;
   }
+}
+
+/**
+ * hashsize/maxelem with headroom (maxelem at least twice the entries). Part of
+ * the content address: `create -exist` fails on a same-named set with other
+ * parameters, so a change of sizing must give a new name.
+ */
+function sizing(type: PlanSetKind['type'], entries: number): { maxelem: number; hashsize: number } {
+  if (type === 'list') return { maxelem: Math.max(8, entries), hashsize: 0 };
+  return { maxelem: Math.max(65536, nextPow2(entries * 2)), hashsize: Math.max(1024, Math.min(1 << 20, nextPow2(Math.ceil(entries / 4)))) };
+}
+
+function sizingKey(type: PlanSetKind['type'], entries: number): string {
+  const s = sizing(type, entries);
+  return `${s.hashsize}/${s.maxelem}`;
 }
 
 /** entries of a hash:net set: the minimal CIDR cover, with a /0 written as two /1 (see render/ipset.ts) */
