@@ -499,7 +499,14 @@ class FamilyCompiler {
     }
     if (b.ports.size) {
       const entries = [...b.ports.values()].sort((x, y) => x.proto.localeCompare(y.proto) || x.port - y.port);
-      const byPort = entries.map((e) => ({ proto: e.proto, port: e.port, addrs: unionAll(e.sets) }));
+      // ports listed together ("80,443") have the same contributors: one union for all of them
+      const memo = new Map<string, AddrSet>();
+      const byPort = entries.map((e) => {
+        const k = e.rules.map((r) => `${r.asg}\u0000${r.index}`).join('\u0001');
+        let u = memo.get(k);
+        if (!u) memo.set(k, (u = unionAll(e.sets)));
+        return { proto: e.proto, port: e.port, addrs: u };
+      });
       const rules = entries.flatMap((e) => e.rules);
       const set = this.netPortSet(byPort, `asg ports (${who})`, locsOf(rules));
       if (set) emit({ dst: { set } }, `asg ${asgNames(rules)} ${summarizePorts(entries)}`, locsOf(rules), [...new Set(rules)]);
@@ -567,11 +574,20 @@ class FamilyCompiler {
   }
 
   private netPortSet(byPort: Array<{ proto: 'tcp' | 'udp'; port: number; addrs: AddrSet }>, what: string, locs: SourceLoc[]): string | null {
-    const parts = byPort.map((e) => ({ ...e, addrs: e.addrs.family(this.f) })).filter((e) => !e.addrs.isEmpty());
+    const memo = new Map<AddrSet, { addrs: AddrSet; n: number; hash: string }>();
+    const info = (x: AddrSet) => {
+      let i = memo.get(x);
+      if (!i) {
+        const addrs = x.family(this.f);
+        memo.set(x, (i = { addrs, n: addrs.isEmpty() ? 0 : ipsetEntryCount(addrs, this.f), hash: addrs.hash() }));
+      }
+      return i;
+    };
+    const parts = byPort.map((e) => ({ ...e, addrs: info(e.addrs).addrs })).filter((e) => !e.addrs.isEmpty());
     if (!parts.length) return null;
     let n = 0;
-    for (const e of parts) n += ipsetEntryCount(e.addrs, this.f);
-    const key = parts.map((e) => `${e.proto}:${e.port}=${e.addrs.hash()}`).join('|');
+    for (const e of byPort) n += info(e.addrs).n;
+    const key = byPort.filter((e) => info(e.addrs).n > 0).map((e) => `${e.proto}:${e.port}=${info(e.addrs).hash}`).join('|');
     const name = `cw${this.f}p-${sha256(`netport|${this.f}|${key}|${sizingKey('net,port', n)}`).slice(0, 20)}`;
     if (this.sets.has(name)) this.ctx.stats.setsShared++;
     else this.ctx.stats.cidrsOut += n;

@@ -39,7 +39,16 @@ export function classCovers(s: AsgRule, r: AsgRule): boolean {
   return sc === -1 || sc === (r.icmpCode ?? -1);
 }
 
+const cache = new WeakMap<Policy, Diagnostic[]>();
+
+/** Policy-level (segment independent), so computed once per Policy object. */
 export function redundantAsgRules(policy: Policy): Diagnostic[] {
+  let out = cache.get(policy);
+  if (!out) cache.set(policy, (out = computeRedundant(policy)));
+  return out;
+}
+
+function computeRedundant(policy: Policy): Diagnostic[] {
   const out: Diagnostic[] = [];
   for (const sg of policy.securityGroups.values()) {
     const rules = sg.rules;
