@@ -102,6 +102,11 @@ export function evaluatePlan(plan: Plan, pkt: Packet, members: Membership = { ph
         via = r;
         break;
       }
+      if (t.kind === 'allow' && chain.role === 'top' && !chain.rules.slice(i + 1).some((x) => matches(x.match, ctx))) {
+        // an allow in the top chain (tighten: established RETURN) for a source no
+        // classification rule takes: the same RETURN, but the packet is not governed
+        return { family, verdict: 'untouched', target: 'RETURN', step: null, locs: [], what: 'source not governed', logged, trace };
+      }
       const decided = chain.role === 'deny' && via ? via : r;
       const base = { family, step: decided.step, locs: decided.locs, what: decided.what, logged, trace };
       if (t.kind === 'allow') return { ...base, verdict: 'allow', target: plan.mode === 'enforce' ? 'ACCEPT' : 'RETURN' };

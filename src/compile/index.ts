@@ -236,6 +236,8 @@ class FamilyCompiler {
   private readonly staticGoverned: AddrSet;
   private denyChain = '';
   private readonly destCache = new Map<AsgRule, { d: AddrSet; inApp: boolean }>();
+  /** tighten + established accept: the ESTABLISHED,RELATED RETURN is the first rule of the top chain */
+  private readonly hoistEstablished: boolean;
 
   constructor(private readonly ctx: Ctx, private readonly f: Family) {
     const p = ctx.policy;
@@ -243,6 +245,7 @@ class FamilyCompiler {
     const cn = ctx.segment.containerNetwork.family(f);
     this.staticGoverned = unionAll([...staticSets, cn]);
     this.staticAppDst = this.staticGoverned;
+    this.hoistEstablished = ctx.policy.mode === 'tighten' && ctx.policy.defaults.established === 'accept';
   }
 
   run(): FamilyPlan {
@@ -261,6 +264,11 @@ class FamilyCompiler {
     for (const g of ctx.dynamics) runMembers.push(this.dynSet(g, 'running'));
     const run = this.listOrSingle(runMembers, `running sources of ${seg.name}`);
     if (run) top.push(rule({ src: { set: run } }, { kind: 'goto', chain: phaseChains.running! }, 0, 'running sources', [seg.loc]));
+    if (this.hoistEstablished) {
+      // tighten: allowed and untouched are both RETURN, so established packets of any
+      // source can return before the (set-heavy) source classification
+      top.unshift(this.allow({ ctstate: 'ESTABLISHED,RELATED' }, 1, 'established (any source)', [seg.loc]));
+    }
     const topName = topChainName(seg.name);
     const chains: PlanChain[] = [{ name: topName, role: 'top', rules: top }];
     // callees after callers: phase, a2a, deny
@@ -310,7 +318,7 @@ class FamilyCompiler {
     const { policy, segment } = ctx;
     const out: PlanRule[] = [];
     const deny: PlanTarget = { kind: 'goto', chain: this.denyChain };
-    if (policy.defaults.established === 'accept') {
+    if (policy.defaults.established === 'accept' && !this.hoistEstablished) {
       out.push(this.allow({ ctstate: 'ESTABLISHED,RELATED' }, 1, 'established', [segment.loc]));
     }
     // step 2: app-to-app space

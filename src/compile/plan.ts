@@ -16,7 +16,9 @@
  *  - falling off the end of `top` means "not governed": the packet is untouched.
  *
  * The layout the compiler emits (per family):
- *   top:   staging sources  -> goto phase chain S
+ *   top:   (tighten + established accept: ESTABLISHED,RELATED -> RETURN first,
+ *           as allowed and untouched are the same RETURN there)
+ *          staging sources  -> goto phase chain S
  *          running sources  -> goto phase chain R      (else: untouched)
  *   R / S: 1 ESTABLISHED,RELATED              -> allow
  *          2 destination is app-to-app space  -> goto A2A chain of the phase
