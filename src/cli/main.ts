@@ -12,6 +12,7 @@ import { register as registerCompile } from './compile.js';
 import { register as registerExplain } from './explain.js';
 import { register as registerPush } from './push.js';
 import { register as registerApply } from './apply.js';
+import { register as registerMembers } from './members.js';
 
 export interface CliContext {
   /** Set the process exit code for the running command (0 ok, 2 changes, 1 error). */
@@ -41,6 +42,7 @@ export async function main(argv: string[]): Promise<number> {
   registerExplain(program, ctx);
   registerPush(program, ctx);
   registerApply(program, ctx);
+  registerMembers(program, ctx);
   try {
     await program.parseAsync(argv);
   } catch (e) {
