@@ -371,10 +371,14 @@ class FamilyCompiler {
       let src = srcCache.get(r.from);
       if (src === undefined) srcCache.set(r.from, (src = this.groupSet(r.from, phase, r.loc)));
       if (!src) continue;
-      const dsts = new Set<string>();
-      for (const to of c.tos) for (const d of this.groupDstSets(to, r.loc)) dsts.add(d);
-      if (!dsts.size) continue;
-      const dst = this.listOrSingle([...dsts], `destinations of ${r.from} ${r.protocol}`)!;
+      let dst = this.classDst.get(c);
+      if (dst === undefined) {
+        // destinations do not depend on the phase: one list per class and family
+        const dsts = new Set<string>();
+        for (const to of c.tos) for (const d of this.groupDstSets(to, r.loc)) dsts.add(d);
+        this.classDst.set(c, (dst = this.listOrSingle([...dsts], `destinations of ${r.from} ${r.protocol}`)));
+      }
+      if (!dst) continue;
       for (const m of c.matches) out.push(this.allow({ src: { set: src }, dst: { set: dst }, ...m }, 2, c.what, c.locs));
     }
     if (policy.policies.default === 'allow') out.push(this.allow({}, 2, 'policies.default allow', [segment.loc]));
@@ -391,6 +395,7 @@ class FamilyCompiler {
   }
 
   private readonly dstSetsCache = new Map<string, string[]>();
+  private readonly classDst = new Map<AppClass, string | null>();
   private groupDstSets(name: string, loc: SourceLoc): string[] {
     let out = this.dstSetsCache.get(name);
     if (out) return out;
