@@ -268,6 +268,10 @@ class FamilyCompiler {
       // tighten: allowed and untouched are both RETURN, so established packets of any
       // source can return before the (set-heavy) source classification
       top.unshift(this.allow({ ctstate: 'ESTABLISHED,RELATED' }, 1, 'established (any source)', [seg.loc]));
+    } else if (ctx.policy.defaults.established === 'accept' && gov && ctx.dynamics.length) {
+      // enforce: established packets of static/container-network sources are accepted
+      // whatever their phase, with one lookup before the member-set lists
+      top.unshift(this.allow({ ctstate: 'ESTABLISHED,RELATED', src: { set: gov } }, 1, 'established (static sources)', [seg.loc]));
     }
     const topName = topChainName(seg.name);
     const chains: PlanChain[] = [{ name: topName, role: 'top', rules: top }];

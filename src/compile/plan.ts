@@ -16,8 +16,9 @@
  *  - falling off the end of `top` means "not governed": the packet is untouched.
  *
  * The layout the compiler emits (per family):
- *   top:   (tighten + established accept: ESTABLISHED,RELATED -> RETURN first,
- *           as allowed and untouched are the same RETURN there)
+ *   top:   (established accept: ESTABLISHED,RELATED -> allow first; in tighten
+ *           for any source, as allowed and untouched are the same RETURN there;
+ *           in enforce for static/container-network sources only)
  *          staging sources  -> goto phase chain S
  *          running sources  -> goto phase chain R      (else: untouched)
  *   R / S: 1 ESTABLISHED,RELATED              -> allow
