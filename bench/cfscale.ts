@@ -74,8 +74,8 @@ export function generateCfScale(seed = 42, shape: CfScaleShape = CF_SCALE): CfSc
   const rnd = mulberry32(seed);
   const int = (n: number) => Math.floor(rnd() * n);
   const pick = <T>(xs: T[]): T => xs[int(xs.length)];
-  const v4 = geoipCidrs(4, seed);
-  const v6 = geoipCidrs(6, seed);
+  const v4 = geoipCidrs(4); // the shared seed-42 pool (cached on disk); `seed` drives the choices
+  const v6 = geoipCidrs(6);
   let c4 = 0;
   let c6 = 0;
   const destination = (): string => {
