@@ -43,8 +43,8 @@ export function requireSegment(policy: Policy, segment: string | undefined): str
 
 function checkBackend(b: string | undefined): void {
   const backend = b ?? 'iptables';
-  if (backend === 'iptables') return;
-  if ((BACKENDS as readonly string[]).includes(backend)) throw new CellwallError(`backend ${backend} is not yet supported (available: iptables)`);
+  if (backend === 'iptables' || backend === 'nft') return;
+  if ((BACKENDS as readonly string[]).includes(backend)) throw new CellwallError(`backend ${backend} is not yet supported (available: iptables, nft)`);
   throw new CellwallError(`unknown backend ${JSON.stringify(backend)} (expected one of: ${BACKENDS.join(', ')})`);
 }
 
@@ -65,7 +65,9 @@ export async function runCompile(file: string, o: CompileCliOptions, ctx: CliCon
   const policy = await load(file);
   const segment = requireSegment(policy, o.segment);
   const result: CompileResult = compileSegment(policy, segment);
-  const files = renderAll(result.plan);
+  const files: Record<string, string> = { ...renderAll(result.plan) };
+  // the nft backend adds its one-transaction script to the same files (SPEC §3)
+  if (o.backend === 'nft') files['ruleset.nft'] = (await import('../render/nft.js')).renderNft(result.plan);
   if (o.out) {
     await mkdir(o.out, { recursive: true });
     for (const [name, text] of Object.entries(files)) {
@@ -78,7 +80,7 @@ export async function runCompile(file: string, o: CompileCliOptions, ctx: CliCon
   const counts = { v4: familyCounts(plan, 4), v6: familyCounts(plan, 6) };
   if (o.json) {
     ctx.stdout.write(JSON.stringify({
-      segment, backend: 'iptables', out: o.out ?? null, counts, stats: plan.stats,
+      segment, backend: o.backend ?? 'iptables', out: o.out ?? null, counts, stats: plan.stats,
       warnings: result.warnings.map((w) => ({ ...w, text: formatDiagnostic(w) })),
       ...(o.print ? { payloads: files } : {}),
     }, null, 2) + '\n');
