@@ -8,7 +8,7 @@
  * The remote command is a constant string; data goes on stdin only.
  */
 import { spawn, execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Cell } from './inventory.js';
@@ -23,8 +23,8 @@ export interface SshConfig {
 }
 
 export function makeControlDir(): string {
-  // short path: unix socket paths are limited to ~104 bytes
-  return mkdtempSync(join(tmpdir(), 'cwssh-'));
+  // short path: unix socket paths are limited to ~104 bytes (macOS tmpdir() is long)
+  return mkdtempSync(join(existsSync('/tmp') ? '/tmp' : tmpdir(), 'cwssh-'));
 }
 
 export function sshArgs(cell: Cell, cfg: SshConfig, command: string): string[] {

@@ -69,6 +69,7 @@ try {
 } finally {
   fleet.stop();
   rmSync(out, { recursive: true, force: true });
+  if (!process.argv.includes('--cfscale')) rmSync(dirname(policy), { recursive: true, force: true });
 }
 const summarize = (r) => r && { ms: r.ms, summary: r.summary, bytesPerCell: r.bytesPerCell, compressed: r.compressed,
   cellMsMin: Math.min(...r.cellMs), cellMsMax: Math.max(...r.cellMs) };
