@@ -109,7 +109,16 @@ export function diffPlans(oldPlan: Plan, newPlan: Plan): SemanticChange[] {
     if (cur) cur.classes.push(r.cls);
     else merged.set(r.key, { change: r.change, classes: [r.cls] });
   }
-  return [...merged.values()].map(({ change, classes }) => ({ ...change, services: serviceLabels(classes) }));
+  // then the same change from several source atoms into one source range
+  const bySrc = new Map<string, { change: SemanticChange; src: AddrSet }>();
+  for (const { change, classes } of merged.values()) {
+    const c = { ...change, services: serviceLabels(classes) };
+    const key = JSON.stringify([c.family, c.source, c.established, c.services, c.dst, c.from, c.to]);
+    const cur = bySrc.get(key);
+    if (cur) cur.src = cur.src.union(AddrSet.of(c.src));
+    else bySrc.set(key, { change: c, src: AddrSet.of(c.src) });
+  }
+  return [...bySrc.values()].map(({ change, src }) => ({ ...change, src: src.toCidrs(change.family) }));
 }
 
 function serviceLabels(classes: ProtoClass[]): string[] {
