@@ -11,6 +11,7 @@
  */
 import { AddrSet, type Family } from '../core/index.js';
 import type { Plan } from '../compile/plan.js';
+import { groupStem } from '../policy/names.js';
 import { dynamicGroups, evaluateRegion, protoClasses, type Membership, type Piece, type ProtoClass, type Verdict } from './symbolic.js';
 
 export interface SemanticChange {
@@ -38,7 +39,7 @@ export function memberships(a: Plan, b: Plan): Membership[] {
 }
 
 export function membershipLabel(m: Membership): string {
-  return m.groups.length ? `${m.phase} member of ${m.groups.join('+')}` : 'no dynamic group';
+  return m.groups.length ? `${m.phase} member of ${m.groups.map(groupStem).join('+')}` : 'no dynamic group';
 }
 
 /** Refine the source regions of both sides into disjoint atoms (each region is a union of atoms). */

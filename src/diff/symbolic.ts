@@ -16,6 +16,7 @@
  */
 import { AddrSet, type Family } from '../core/index.js';
 import type { Phase } from '../policy/model.js';
+import { groupStem } from '../policy/names.js';
 import type { FamilyPlan, Plan, PlanChain, PlanMatch, PlanSet } from '../compile/plan.js';
 
 export type Verdict = 'allow' | 'deny' | 'untouched';
@@ -152,7 +153,8 @@ function setAddrs(name: string, dir: 'src' | 'dst', c: Ctx): AddrSet {
       return u;
     }
     case 'dynamic':
-      return dir === 'src' && c.members.phase === k.phase && c.members.groups.includes(k.group) ? allOf(c.family) : AddrSet.empty();
+      // by name stem: a plan parsed back from payloads only knows the stem in the set name
+      return dir === 'src' && c.members.phase === k.phase && c.members.groups.some((g) => groupStem(g) === groupStem(k.group)) ? allOf(c.family) : AddrSet.empty();
   }
 }
 
@@ -233,9 +235,9 @@ export function evaluateRegion(plan: Plan, family: Family, members: Membership, 
   return out;
 }
 
-/** Dynamic groups whose member sets a plan references. */
+/** Dynamic groups whose member sets a plan references (name stems, as in the member set names). */
 export function dynamicGroups(plan: Plan): string[] {
   const g = new Set<string>();
-  for (const f of [4, 6] as const) for (const s of plan.families[f].sets) if (s.kind.type === 'dynamic') g.add(s.kind.group);
+  for (const f of [4, 6] as const) for (const s of plan.families[f].sets) if (s.kind.type === 'dynamic') g.add(groupStem(s.kind.group));
   return [...g].sort();
 }

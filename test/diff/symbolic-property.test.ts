@@ -96,3 +96,21 @@ function serviceHas(label: string, classLabel: string, proto: string, port?: num
     return port! >= f && port! <= (t ?? f);
   });
 }
+
+describe('a plan parsed back from its payloads', () => {
+  it('means the same as the compiled plan (random policies)', async () => {
+    const { renderPayloads } = await import('../../src/compile/cli.js');
+    const { planFromPayloads } = await import('../../src/diff/parse.js');
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 2 ** 31 - 1 }), (seed) => {
+        const { policy } = randomPolicy(seed);
+        const { plan } = compileSegment(policy, 'seg');
+        const p = renderPayloads(plan);
+        const back = planFromPayloads({ ipset: p['ipset.restore'], v4: p['iptables.v4'], v6: p['iptables.v6'] });
+        expect(back.mode).toBe(plan.mode);
+        expect(diffPlans(plan, back)).toEqual([]);
+      }),
+      { numRuns: Math.ceil(RUNS / 3) },
+    );
+  });
+});
