@@ -88,14 +88,36 @@ async function converge(tools: Tools, want: CellState, have: CellState, plan: Pl
   const t6 = iptablesScript(want.v6, have.v6, plan.v6);
   if (t6) await runScript('v6', tools.restore6, ['--noflush', '-w', '5'], t6, payload);
   if (faults) fault('after-v6');
-  const failed: string[] = [];
-  for (const name of plan.sets.destroy) {
-    const r = await run(tools.ipset, ['destroy', name]);
-    if (r.code !== 0) failed.push(`${name}: ${r.stderr.trim()}`);
-  }
+  const failed = await destroySets(tools, plan.sets.destroy);
   if (failed.length) throw new StepError('destroy', `could not destroy stale sets (still referenced by another tool's rule?): ${failed.join('; ')}`);
   if (faults) fault('after-destroy');
 }
+
+/**
+ * Destroy sets no rule refers to any more. With iptables-nft the kernel drops
+ * a deleted rule's set reference asynchronously (after the transaction's
+ * cleanup work), so "in use by a kernel component" right after the restore is
+ * retried for a few seconds before it counts as a real user (another tool's rule).
+ */
+async function destroySets(tools: Tools, names: string[]): Promise<string[]> {
+  let left = names;
+  let errors = new Map<string, string>();
+  const deadline = Date.now() + DESTROY_RETRY_MS;
+  for (let attempt = 0; left.length > 0; attempt++) {
+    errors = new Map();
+    for (const name of left) {
+      const r = await run(tools.ipset, ['destroy', name]);
+      if (r.code !== 0 && !/does not exist/.test(r.stderr)) errors.set(name, r.stderr.trim());
+    }
+    left = [...errors.keys()];
+    const inUse = [...errors.values()].every((e) => /in use/.test(e));
+    if (left.length === 0 || !inUse || Date.now() > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(20 * 2 ** attempt, 500)));
+  }
+  return [...errors].map(([n, e]) => `${n}: ${e}`);
+}
+
+const DESTROY_RETRY_MS = 5000;
 
 /**
  * Verify: read back and compare. A chain whose rules read back in a form the

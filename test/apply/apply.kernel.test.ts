@@ -19,6 +19,9 @@ import { cwPartOf, parseSave } from '../../src/state/iptables.js';
 import { cwSets, parseIpset } from '../../src/state/ipset.js';
 import { stateHashes, type StateHashes } from '../../src/state/index.js';
 import { desiredFromPayload, readPayloadDir } from '../../src/apply/payload.js';
+import { compileToPayload } from '../../src/apply/compile-input.js';
+import { loadPolicy } from '../../src/policy/index.js';
+import { EXAMPLES } from '../kernel/cli.js';
 
 const kernel = kernelGate([...['ip', 'iptables-restore', 'ip6tables-restore', 'iptables-save', 'ipset', 'flock', 'mount']]);
 const BIN = join(ROOT, 'bin', 'cellwall.js');
@@ -258,5 +261,28 @@ describe.skipIf(kernel.skip)('apply on a cell (kernel)', () => {
     }
     const auto = await apply(payload('v1'), {}, mkdtempSync(join(tmp, 'pin-')));
     expect(auto.stdout).toMatch(/backend: iptables-(nft|legacy)/);
+  });
+
+  it('every example policy and segment: applies from POLICY, verifies without warnings, re-applies as a no-op, and moves to the next one leaving no stale chain or set', async () => {
+    const files = readdirSync(EXAMPLES).filter((f) => /\.ya?ml$/.test(f)).sort();
+    expect(files.length).toBeGreaterThan(0);
+    let count = 0;
+    for (const f of files) {
+      const file = join(EXAMPLES, f);
+      const policy = await loadPolicy(file);
+      for (const seg of policy.segments.keys()) {
+        const r = await apply([file, '--segment', seg]);
+        expect(r.code, `${f} ${seg}: ${r.stderr}`).toBe(0);
+        expect(r.stderr, `${f} ${seg}`).not.toContain('warning');
+        const want = desiredFromPayload((await compileToPayload(file, seg)).payload);
+        const live = await liveHashes();
+        expect(live.hashes, `${f} ${seg}`).toEqual(stateHashes(want));
+        expect(live.sets, `${f} ${seg}`).toEqual([...want.sets.keys()].sort());
+        const again = await apply([file, '--segment', seg, '--dry-run']);
+        expect(again.code, `${f} ${seg}: ${again.stdout}`).toBe(0);
+        count++;
+      }
+    }
+    console.log(`[apply] ${count} example segments applied in sequence on one cell`);
   });
 });
