@@ -13,6 +13,7 @@ import { register as registerExplain } from './explain.js';
 import { register as registerPush } from './push.js';
 import { register as registerApply } from './apply.js';
 import { register as registerMembers } from './members.js';
+import { register as registerDiff } from './diff.js';
 
 export interface CliContext {
   /** Set the process exit code for the running command (0 ok, 2 changes, 1 error). */
@@ -43,6 +44,7 @@ export async function main(argv: string[]): Promise<number> {
   registerPush(program, ctx);
   registerApply(program, ctx);
   registerMembers(program, ctx);
+  registerDiff(program, ctx);
   try {
     await program.parseAsync(argv);
   } catch (e) {
