@@ -163,10 +163,11 @@ function parseAddr(a: usize, b: usize): i32 {
 /** Parse one item [a, b): address, CIDR or range. Sets r* globals. */
 export function parseItem(a: usize, b: usize, flags: u32): i32 {
   if (a == b) return fail(E_EMPTY, a, 0);
-  let dash: usize = 0, slash: usize = 0;
+  let dash: usize = 0, slash: usize = 0, colon: usize = 0;
   for (let i = a; i < b; i++) {
     const c = load<u8>(i);
-    if (c == 45) { if (dash == 0) dash = i; }
+    if (c == 58) { if (colon == 0) colon = i; }
+    else if (c == 45) { if (dash == 0) dash = i; }
     else if (c == 47) { if (slash == 0) slash = i; }
   }
   if (dash) {
@@ -183,7 +184,7 @@ export function parseItem(a: usize, b: usize, flags: u32): i32 {
     return 0;
   }
   const end = slash ? slash : b;
-  const r = parseAddr(a, end);
+  const r = a == end ? fail(E_EMPTY, a, 0) : (colon != 0 && colon < end ? parseV6(a, end) : parseV4(a, end));
   if (r) return r;
   const W: i32 = aFam == 4 ? 32 : 128;
   rFam = aFam;

@@ -59,7 +59,8 @@ export function radixSort(src: usize, n: usize, R: usize, np: i32): usize {
         const h = hp + (<usize>((load<u64>(q + (w << 3)) >> sh) & 0xff) << 2);
         const pos = load<u32>(h);
         store<u32>(h, pos + 1);
-        memory.copy(dst + <usize>pos * rb, q, rb);
+        const d = dst + <usize>pos * rb;
+        for (let x: usize = 0; x < rb; x += 8) store<u64>(d + x, load<u64>(q + x));
       }
     }
     cur = dst;
