@@ -7,6 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
 
 export interface CoreExports {
   memory: WebAssembly.Memory;
@@ -76,6 +77,9 @@ export function wasm(): CoreExports {
   } catch {
     throw new Error(`cellwall: ${file} is missing; run \`npm run build\``);
   }
+  // The hot loops run inside one long call each, which cannot tier up from V8's baseline
+  // compiler while running: compile the (small) module with the optimising compiler up front.
+  setFlagsFromString('--no-liftoff');
   const inst = new WebAssembly.Instance(new WebAssembly.Module(Uint8Array.from(bytes)), {});
   core = inst.exports as unknown as CoreExports;
   return core;
