@@ -6,8 +6,9 @@
  *
  * Source classes are matched by meaning: the dynamic membership by group name
  * and phase, source addresses by content (never by content-addressed chain or
- * set names). Each dynamic group is checked alone in each phase, plus a source
- * in no dynamic group.
+ * set names). Each combination of dynamic groups (each group alone when there
+ * are more than MAX_COMBINED_GROUPS) is checked in each phase, plus a source in
+ * no dynamic group.
  */
 import { AddrSet, type Family } from '../core/index.js';
 import type { Plan } from '../compile/plan.js';
@@ -30,16 +31,22 @@ export interface SemanticChange {
 }
 
 const VERDICTS: Verdict[] = ['allow', 'deny', 'untouched'];
+/** up to this many dynamic groups, sources in several groups at once are checked too (2^n - 1 combinations) */
+export const MAX_COMBINED_GROUPS = 3;
 
 export function memberships(a: Plan, b: Plan): Membership[] {
   const groups = [...new Set([...dynamicGroups(a), ...dynamicGroups(b)])].sort();
   const out: Membership[] = [{ phase: 'running', groups: [] }];
-  for (const g of groups) for (const phase of ['running', 'staging'] as const) out.push({ phase, groups: [g] });
+  // every combination of dynamic groups while that stays small, else each group alone
+  const combos: string[][] = groups.length <= MAX_COMBINED_GROUPS
+    ? Array.from({ length: (1 << groups.length) - 1 }, (_, i) => groups.filter((_, b) => ((i + 1) >> b) & 1))
+    : groups.map((g) => [g]);
+  for (const gs of combos) for (const phase of ['running', 'staging'] as const) out.push({ phase, groups: gs });
   return out;
 }
 
 export function membershipLabel(m: Membership): string {
-  return m.groups.length ? `${m.phase} member of ${m.groups.map(groupStem).join('+')}` : 'no dynamic group';
+  return m.groups.length ? `${m.phase} member of ${m.groups.map(groupStem).sort().join('+')}` : 'no dynamic group';
 }
 
 /** Refine the source regions of both sides into disjoint atoms (each region is a union of atoms). */
