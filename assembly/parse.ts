@@ -36,6 +36,8 @@ export const F_STRICT: u32 = 1;
 export const F_RANGES: u32 = 2;
 export const F_ADDRS: u32 = 4;
 export const F_CIDRS: u32 = 8;
+/** parseLines: each line is exactly one entry (no comments, comma lists, trimming or blank lines) */
+export const F_EXACT: u32 = 16;
 
 // results of the last parse
 let aHi: u64 = 0; let aLo: u64 = 0; let aFam: i32 = 0;
@@ -308,21 +310,26 @@ export function parseLines(buf: usize, len: usize, flags: u32, line0: u32): u32 
       le++;
     }
     line++;
-    const stop = ce ? ce : le;
-    // fast path: a typical line holds one IPv4 CIDR or address with no spaces
+    const exact = (flags & F_EXACT) != 0;
+    const stop = ce && !exact ? ce : le;
     let s = ls;
-    while (s < stop && isSpace(<u32>load<u8>(s))) s++;
     let e = stop;
-    while (e > s && isSpace(<u32>load<u8>(e - 1))) e--;
-    if (s < e) {
+    if (!exact) {
+      while (s < stop && isSpace(<u32>load<u8>(s))) s++;
+      while (e > s && isSpace(<u32>load<u8>(e - 1))) e--;
+    }
+    if (s < e || exact) {
       let is = s;
       while (true) {
         let ie = is;
-        while (ie < e && load<u8>(ie) != 44) ie++;
-        // trim item
         let a = is, b = ie;
-        while (a < b && isSpace(<u32>load<u8>(a))) a++;
-        while (b > a && isSpace(<u32>load<u8>(b - 1))) b--;
+        if (exact) { ie = e; b = e; } else {
+          while (ie < e && load<u8>(ie) != 44) ie++;
+          // trim item
+          b = ie;
+          while (a < b && isSpace(<u32>load<u8>(a))) a++;
+          while (b > a && isSpace(<u32>load<u8>(b - 1))) b--;
+        }
         const code = parseItem(a, b, flags);
         if (code == 0) {
           okCount++;

@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { CellwallError } from '../errors.js';
 import { reasonFor, type RawError } from './messages.js';
 import {
-  bytesAt, E, F_ADDRS, F_BARE, F_CIDRS, F_RANGES, F_STRICT, MODE_COUNT, put, wasm, type CoreExports,
+  bytesAt, E, F_ADDRS, F_BARE, F_CIDRS, F_EXACT, F_RANGES, F_STRICT, MODE_COUNT, put, wasm, type CoreExports,
 } from './wasm.js';
 
 export type Family = 4 | 6;
@@ -37,6 +37,15 @@ export class AddrSet {
   }
   /** Union of already-valid entries (address, CIDR, range a-b). Throws CellwallError on a bad entry. */
   static of(entries: string[]): AddrSet {
+    // bulk path: one entry per line, taken exactly; on any error redo per entry for the message
+    if (entries.length > 0) {
+      const w = wasm();
+      w.reset();
+      w.accBegin();
+      const bytes = Buffer.from(entries.join('\n'), 'utf8');
+      w.parseLines(put(w, bytes), bytes.length, F_EXACT | F_STRICT | F_RANGES | F_ADDRS | F_CIDRS, 0);
+      if (w.errCount() === 0 && w.okCount() === entries.length) return takeAccumulated(w);
+    }
     const r = parseEntriesRaw(entries, F_STRICT | F_RANGES | F_ADDRS | F_CIDRS);
     const bad = r.results.find((x) => !x.ok);
     if (bad && !bad.ok) {

@@ -51,6 +51,7 @@ export const F_STRICT = 1;
 export const F_RANGES = 2;
 export const F_ADDRS = 4;
 export const F_CIDRS = 8;
+export const F_EXACT = 16;
 // render flags / cover modes
 export const F_BARE = 1;
 export const MODE_COUNT = 1;
