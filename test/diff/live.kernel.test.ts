@@ -30,6 +30,18 @@ describe.skipIf(kernel.skip)('diff --live (kernel)', () => {
 
   const cw = (args: string[]) => t.exec(t.cell, [process.execPath, BIN, ...args], 60_000);
 
+  it('reads back what apply loaded for every segment of the SPEC example and an enforce policy with icmp types (log, a2a, restricted, ACCEPT)', async () => {
+    const icmp = fileURLToPath(new URL('./fixtures/icmp-enforce.yaml', import.meta.url));
+    const cases: Array<[string, string]> = [[join(ROOT, 'examples', 'cellwall.yaml'), 'shared'], [join(ROOT, 'examples', 'cellwall.yaml'), 'egress-restricted-1'], [icmp, 'shared']];
+    for (const [policy, seg] of cases) {
+      const ap = await cw(['apply', '--state-dir', tmp, policy, '--segment', seg]);
+      expect(ap.code, ap.stderr).toBe(0);
+      const d = await cw(['diff', policy, '--segment', seg, '--live', '--state-dir', tmp, '--text']);
+      expect(d.code, d.stdout + d.stderr).toBe(0);
+      expect(d.stdout).not.toMatch(/^[-+]/m);
+    }
+  });
+
   it('is equal after apply, reports a removed set entry and another bundle as different', async () => {
     const ap = await cw(['apply', '--state-dir', tmp, '--payload', V1]);
     expect(ap.code, ap.stderr).toBe(0);
