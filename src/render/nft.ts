@@ -7,9 +7,12 @@
  * delete would lose their members. Instead, in one file (= one transaction):
  *  1. declare the table, every set WITHOUT elements and every chain (creates
  *     what is missing; an existing dynamic set keeps its members);
- *  2. flush our base chain, every chain of this plan and every set compile
- *     fills (never the dynamic member sets);
- *  3. refill those sets and chains.
+ *  2. flush our base chain and every chain of this plan;
+ *  3. add the elements of the sets compile fills, and refill the chains.
+ * Sets are never flushed (as with ipset): their names are content-addressed,
+ * so an existing set of that name already holds exactly these elements and
+ * adding them again changes nothing (and is ~5x faster at CF scale than a
+ * flush and refill of big interval sets in one transaction).
  * Content-addressed sets of an older policy that no rule references any more,
  * and chains of an older plan, stay behind unreferenced (as with ipset);
  * removing them is the applier's job. See docs/nft.md.
@@ -112,11 +115,10 @@ export function renderNft(plan: Plan): string {
     `  chain ${NFT_BASE_CHAIN} {\n${base}\n  }`,
     ...chains.map((c) => `  chain ${c} {\n  }`),
     '}',
-    commentLine('2. flush our chains and the sets compile fills (never the dynamic member sets)'),
+    commentLine('2. flush our chains (sets are content-addressed: never flushed; dynamic member sets keep their members)'),
     `flush chain ${ref} ${NFT_BASE_CHAIN}`,
     ...chains.map((c) => `flush chain ${ref} ${c}`),
-    ...filled.map((s) => `flush set ${ref} ${s.name}`),
-    commentLine('3. refill'),
+    commentLine('3. fill the sets (same name = same elements: adding them again changes nothing) and the chains'),
     `table ${ref} {`,
     ...filled.map((s) => setDecl(s, setElements(s)!)),
     `  chain ${NFT_BASE_CHAIN} {\n${base}`,

@@ -64,3 +64,10 @@ export function scriptRules(nft: string): Map<string, string[]> {
   }
   return out;
 }
+
+/** the number of elements the script gives each set it fills */
+export function scriptSets(nft: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of nft.matchAll(/ {2}set (\S+) \{\n[^}]*?elements = \{\n([^}]*)\n {4}\}/g)) out.set(m[1], m[2].split(',\n').length);
+  return out;
+}
