@@ -1,7 +1,7 @@
 /** Small helpers shared by the compiler, renderers and explain. */
 import { createHash } from 'node:crypto';
 import { basename, dirname, relative } from 'node:path';
-import { AddrSet } from '../core/index.js';
+import type { AddrSet } from '../core/index.js';
 import type { SourceLoc } from '../errors.js';
 import type { PortRange } from '../policy/model.js';
 
@@ -11,17 +11,8 @@ export function sha256(text: string): string {
   return createHash('sha256').update(text, 'utf8').digest('hex');
 }
 
-/** Union of many sets as a balanced tree of pairwise unions: O(total · log n), one WASM call per union. */
-export function unionAll(sets: AddrSet[]): AddrSet {
-  if (sets.length === 0) return AddrSet.empty();
-  let level = sets;
-  while (level.length > 1) {
-    const next: AddrSet[] = [];
-    for (let i = 0; i < level.length; i += 2) next.push(i + 1 < level.length ? level[i].union(level[i + 1]) : level[i]);
-    level = next;
-  }
-  return level[0];
-}
+/** Union of many sets (one implementation for the loader and the compiler). */
+export { unionAll } from '../policy/addresses.js';
 
 export function portsText(ports: PortRange[]): string {
   return ports.map((p) => (p.from === p.to ? String(p.from) : `${p.from}-${p.to}`)).join(',');

@@ -115,13 +115,14 @@ export function readDestination(r: Reader, raw: unknown, path: string, pool: Add
   let offset = 0;
   let ok = true;
   for (const part of text.split(',')) {
+    const dash = part.indexOf('-');
     if (part === '') {
       r.error(s, path, text === '' ? 'empty destination' : `empty item in destination ${JSON.stringify(text)}`, DEST_FORM, offset);
       ok = false;
     } else if (part.startsWith('!')) {
       r.error(s, path, `exclusions are not allowed in an ASG destination: ${JSON.stringify(part)}`, DEST_FORM, offset);
       ok = false;
-    } else if (part.split('-').length > 2 && !NAME_RE.test(part)) {
+    } else if (dash >= 0 && part.indexOf('-', dash + 1) >= 0 && !NAME_RE.test(part)) {
       r.error(s, path, `invalid destination item ${JSON.stringify(part)}: more than one "-"`, DEST_FORM, offset);
       ok = false;
     } else {
