@@ -114,6 +114,8 @@ interface Ctx {
   members: Membership;
   established: boolean;
   cls: ProtoClass;
+  /** set contents for this region, per direction and set name */
+  memo: Map<string, AddrSet>;
 }
 
 function ruleApplies(m: PlanMatch, c: Ctx): boolean {
@@ -134,6 +136,13 @@ function ruleApplies(m: PlanMatch, c: Ctx): boolean {
 }
 
 function setAddrs(name: string, dir: 'src' | 'dst', c: Ctx): AddrSet {
+  const key = `${dir}\u0000${name}`;
+  let a = c.memo.get(key);
+  if (!a) c.memo.set(key, (a = setAddrsUncached(name, dir, c)));
+  return a;
+}
+
+function setAddrsUncached(name: string, dir: 'src' | 'dst', c: Ctx): AddrSet {
   const s = c.sets.get(name);
   if (!s) throw new Error(`plan: unknown set ${name}`);
   const k = s.kind;
@@ -223,7 +232,7 @@ function walk(chain: PlanChain, rects: Rect[], c: Ctx, out: Piece[], depth: numb
 export function evaluateRegion(plan: Plan, family: Family, members: Membership, established: boolean, cls: ProtoClass): Piece[] {
   const fp = plan.families[family];
   const c: Ctx = {
-    fp, family, members, established, cls,
+    fp, family, members, established, cls, memo: new Map(),
     chains: new Map(fp.chains.map((x) => [x.name, x])),
     sets: new Map(fp.sets.map((x) => [x.name, x])),
   };
