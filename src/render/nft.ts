@@ -56,8 +56,8 @@ export function nftChainName(name: string, f: Family): string {
   return `${name}-v${f}`;
 }
 
-function checkSetName(name: string): string {
-  if (!/^[A-Za-z][A-Za-z0-9_.-]*$/.test(name)) throw new Error(`render nft: set name ${JSON.stringify(name)} is not an nft identifier`);
+function checkIdent(name: string): string {
+  if (!/^[A-Za-z][A-Za-z0-9_.-]*$/.test(name)) throw new Error(`render nft: name ${JSON.stringify(name)} is not an nft identifier`);
   return name;
 }
 
@@ -70,7 +70,7 @@ function setType(s: PlanSet): string {
 
 /** `set NAME { type ...; flags interval; }` plus elements when given */
 function setDecl(s: PlanSet, elements?: string[]): string {
-  const head = `  set ${checkSetName(s.name)} {\n    type ${setType(s)}; flags interval;\n    comment ${nftQuote(s.what)}`;
+  const head = `  set ${checkIdent(s.name)} {\n    type ${setType(s)}; flags interval;\n    comment ${nftQuote(s.what)}`;
   if (!elements) return `${head}\n  }`;
   return `${head}\n    elements = {\n      ${elements.join(',\n      ')}\n    }\n  }`;
 }
@@ -210,4 +210,37 @@ function target(plan: Plan, f: Family, t: PlanTarget): string {
     case 'drop':
       return 'drop';
   }
+}
+
+/** chain and set names of a live `table inet cellwall`, from `nft -j list table inet cellwall` output */
+export function nftLiveNames(json: string): { chains: string[]; sets: string[] } {
+  const items = (JSON.parse(json) as { nftables?: Array<{ chain?: { name: string }; set?: { name: string } }> }).nftables ?? [];
+  return {
+    chains: items.flatMap((i) => (i.chain ? [i.chain.name] : [])),
+    sets: items.flatMap((i) => (i.set ? [i.set.name] : [])),
+  };
+}
+
+/**
+ * Lines to append to renderNft(plan) (same file, same transaction) that remove
+ * what an older plan left in the live table: its chains (flushed, then
+ * deleted: nft deletes only empty, unreferenced chains) and its
+ * content-addressed sets. Dynamic member sets (`cw-d-...`) are kept even when
+ * this plan no longer uses them, as with ipset: their members are state.
+ */
+export function renderNftCleanup(plan: Plan, live: { chains: string[]; sets: string[] }): string {
+  const ref = `${NFT_FAMILY} ${NFT_TABLE}`;
+  const fams = [plan.families[4], plan.families[6]];
+  const chains = new Set([NFT_BASE_CHAIN, ...fams.flatMap((fp) => fp.chains.map((c) => nftChainName(c.name, fp.family)))]);
+  const sets = new Set(fams.flatMap((fp) => fp.sets.map((s) => s.name)));
+  const staleChains = live.chains.filter((c) => !chains.has(c)).map(checkIdent);
+  const staleSets = live.sets.filter((s) => !sets.has(s) && !s.startsWith('cw-d-')).map(checkIdent);
+  if (!staleChains.length && !staleSets.length) return '';
+  return [
+    commentLine('4. remove what an older policy left (chains emptied first: nft deletes only empty chains)'),
+    ...staleChains.map((c) => `flush chain ${ref} ${c}`),
+    ...staleChains.map((c) => `delete chain ${ref} ${c}`),
+    ...staleSets.map((s) => `delete set ${ref} ${s}`),
+    '',
+  ].join('\n');
 }

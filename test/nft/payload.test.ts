@@ -7,7 +7,8 @@
  * script that fails leaves the previous rules in place (one transaction).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
@@ -15,6 +16,9 @@ import { kernelGate } from '../helpers/caps.js';
 import { Topology } from '../kernel/netns.js';
 import { EXAMPLES } from '../kernel/cli.js';
 import { compileNft, liveTable, scriptRules, scriptSets } from './nft.js';
+import { compileSegment } from '../../src/compile/index.js';
+import { loadPolicy } from '../../src/policy/index.js';
+import { nftLiveNames, renderNft, renderNftCleanup } from '../../src/render/nft.js';
 
 const kernel = kernelGate(['ip', 'nft', 'socat', 'ping']);
 
@@ -122,6 +126,36 @@ describe.skipIf(kernel.skip)('ruleset.nft in the kernel', () => {
     } finally {
       a.cleanup();
       b.cleanup();
+    }
+  });
+
+  it('renderNftCleanup, appended to the script, removes an older policy\'s chains and sets in the same transaction', async () => {
+    const policy = await loadPolicy(join(EXAMPLES, 'cellwall.yaml'));
+    const a = compileSegment(policy, 'egress-restricted-1').plan;
+    const b = compileSegment(policy, 'shared').plan;
+    const tmp = mkdtempSync(join(tmpdir(), 'cwt-nftclean-'));
+    try {
+      await t.cellExec(['nft', 'flush', 'ruleset']);
+      writeFileSync(join(tmp, 'a.nft'), renderNft(a));
+      await t.cellExec(['nft', '-f', join(tmp, 'a.nft')]);
+      await t.cellExec(['nft', 'add', 'element', 'inet', 'cellwall', 'cw-d-space-sandbox-r4', '{ 10.255.0.7 }']);
+      const before = nftLiveNames(await t.cellExec(['nft', '-j', 'list', 'table', 'inet', 'cellwall']));
+      const cleanup = renderNftCleanup(b, before);
+      expect(cleanup).toMatch(/delete chain inet cellwall /);
+      writeFileSync(join(tmp, 'b.nft'), renderNft(b) + cleanup);
+      await t.cellExec(['nft', '-c', '-f', join(tmp, 'b.nft')]);
+      await t.cellExec(['nft', '-f', join(tmp, 'b.nft')]);
+      const after = nftLiveNames(await t.cellExec(['nft', '-j', 'list', 'table', 'inet', 'cellwall']));
+      const bScript = renderNft(b);
+      const wantChains = [...scriptRules(bScript).keys()].sort();
+      expect(after.chains.sort()).toEqual(wantChains);
+      const bSets = new Set([4, 6].flatMap((f) => b.families[f as 4 | 6].sets.map((s) => s.name)));
+      for (const s of after.sets) expect(bSets.has(s) || s.startsWith('cw-d-'), s).toBe(true);
+      expect(JSON.stringify((await liveTable(t)).sets.find((s) => s.name === 'cw-d-space-sandbox-r4'))).toContain('10.255.0.7');
+      // nothing stale left: a second cleanup is empty
+      expect(renderNftCleanup(b, after)).toBe('');
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
     }
   });
 });
