@@ -67,7 +67,12 @@ export async function runCompile(file: string, o: CompileCliOptions, ctx: CliCon
   const result: CompileResult = compileSegment(policy, segment);
   const files: Record<string, string> = { ...renderAll(result.plan) };
   // the nft backend adds its one-transaction script to the same files (SPEC §3)
-  if (o.backend === 'nft') files['ruleset.nft'] = (await import('../render/nft.js')).renderNft(result.plan);
+  if (o.backend === 'nft') {
+    files['ruleset.nft'] = (await import('../render/nft.js')).renderNft(result.plan);
+    // the manifest hashes every file written, ruleset.nft included
+    const { 'manifest.json': _, ...payloads } = files;
+    files['manifest.json'] = renderManifest(result.plan, payloads as unknown as Payloads);
+  }
   if (o.out) {
     await mkdir(o.out, { recursive: true });
     for (const [name, text] of Object.entries(files)) {

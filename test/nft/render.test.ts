@@ -1,5 +1,9 @@
 /** ruleset.nft as text (no kernel): structure, quoting, list:set expansion, determinism. */
 import { fileURLToPath } from 'node:url';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { runCompile } from '../../src/compile/cli.js';
+import { sha256 } from '../../src/compile/util.js';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { compileSegment } from '../../src/compile/index.js';
@@ -90,5 +94,21 @@ describe('nft renderer', () => {
     const a = await render(join(EXAMPLES, 'govuk-isolation.yaml'), 'egress-restricted-1');
     const b = await render(join(EXAMPLES, 'govuk-isolation.yaml'), 'egress-restricted-1');
     expect(a.nft).toBe(b.nft);
+  });
+
+  it('compile --backend nft --out writes ruleset.nft next to the iptables files, hashed in the manifest', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cwt-nftout-'));
+    try {
+      let out = '';
+      const ctx = { setExit: () => {}, stdout: { write: (x: string) => ((out += x), true) }, stderr: { write: () => true } };
+      await runCompile(join(EXAMPLES, 'cellwall.yaml'), { segment: 'shared', backend: 'nft', out: dir }, ctx as never);
+      expect(readdirSync(dir).sort()).toEqual(['ipset.restore', 'iptables.v4', 'iptables.v6', 'manifest.json', 'ruleset.nft']);
+      const nft = readFileSync(join(dir, 'ruleset.nft'), 'utf8');
+      const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+      expect(manifest.files['ruleset.nft']).toEqual({ sha256: sha256(nft), bytes: Buffer.byteLength(nft) });
+      expect(out).toContain('ruleset.nft');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
