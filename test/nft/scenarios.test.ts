@@ -16,7 +16,7 @@ import { kernelGate } from '../helpers/caps.js';
 import { dynamicSetName } from '../../src/policy/names.js';
 import { Topology, type Outcome, type Proto } from '../kernel/netns.js';
 import { EXAMPLES, explainInProcess, waitFor, type Explained } from '../kernel/cli.js';
-import { compileNft } from './nft.js';
+import { compileNft, liveTable } from './nft.js';
 
 const kernel = kernelGate(['ip', 'nft', 'socat', 'ping', 'iptables-restore', 'ip6tables-restore', 'ipset']);
 
@@ -86,6 +86,14 @@ describe.skipIf(kernel.skip)('example scenarios: nft and iptables backends vs ex
       for (const m of members) await t.cellExec(['nft', 'add', 'element', 'inet', 'cellwall', m.set, `{ ${m.addr} }`]);
       await platform();
       const viaNft = await probeAll();
+      // logging where asked: probes explain says are logged went through an nft log rule (its counter)
+      const logged = explained.filter((e) => ((e as { logged?: string[] }).logged ?? []).length > 0).length;
+      if (logged) {
+        const logRules = (await liveTable(t)).rules.filter((r) => JSON.stringify(r.expr).includes('"log"'));
+        const hits = logRules.reduce((n, r) => n + ((r.expr.find((x) => (x as { counter?: unknown }).counter) as { counter?: { packets: number } })?.counter?.packets ?? 0), 0);
+        expect(hits, 'packets counted by nft log rules').toBeGreaterThan(0);
+        seen.set('logged', (seen.get('logged') ?? 0) + logged);
+      }
 
       await t.reset();
       await t.cellExec(['nft', 'flush', 'ruleset']);
@@ -108,7 +116,7 @@ describe.skipIf(kernel.skip)('example scenarios: nft and iptables backends vs ex
     }
   });
 
-  it('the grid met allowed, refused and untouched packets', () => {
-    expect([...seen.keys()], JSON.stringify(Object.fromEntries(seen))).toEqual(expect.arrayContaining(['allow/ok', 'deny/refused', 'untouched/ok']));
+  it('the grid met allowed, refused, untouched and logged packets', () => {
+    expect([...seen.keys()], JSON.stringify(Object.fromEntries(seen))).toEqual(expect.arrayContaining(['allow/ok', 'deny/refused', 'untouched/ok', 'logged']));
   });
 });
