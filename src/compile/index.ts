@@ -159,16 +159,19 @@ class Ctx {
   private appClassCache?: AppClass[];
 
   /**
-   * App-to-app rules with the same source group and the same protocol/ports
-   * form one class: ONE rule whose destination is a list of the destination
-   * groups' sets (a dynamic group counts in both phases). Family and phase
-   * independent, computed once.
+   * App-to-app rules with the same source group, destination group and
+   * protocol/ports form one class: ONE rule whose destination is the
+   * destination group's set, or for a dynamic group the list of its two phase
+   * sets, shared by every rule to that group. (One list per class with several
+   * destination groups would make a list:set per class: at CF scale ~10k sets
+   * per family, and the kernel's set lookups are linear in the number of sets.)
+   * Family and phase independent, computed once.
    */
   appClasses(): AppClass[] {
     if (this.appClassCache) return this.appClassCache;
     const classes = new Map<string, { rule: AppRule; tos: Set<string>; locs: SourceLoc[] }>();
     for (const r of this.policy.policies.rules) {
-      const key = `${r.from}\u0000${r.protocol}\u0000${r.ports ? portsText(r.ports) : ''}\u0000${r.icmpType ?? ''}/${r.icmpCode ?? ''}`;
+      const key = `${r.from}\u0000${r.to}\u0000${r.protocol}\u0000${r.ports ? portsText(r.ports) : ''}\u0000${r.icmpType ?? ''}/${r.icmpCode ?? ''}`;
       let c = classes.get(key);
       if (!c) classes.set(key, (c = { rule: r, tos: new Set(), locs: [] }));
       c.tos.add(r.to);
@@ -361,9 +364,8 @@ class FamilyCompiler {
   }
 
   /**
-   * App-to-app rules of one phase. Rules with the same source group and the
-   * same protocol/ports become ONE rule whose destination is a list of the
-   * destination groups' sets (a dynamic group counts in both phases).
+   * App-to-app rules of one phase: one rule per class (see appClasses), the
+   * destination a dynamic group's list of both phase sets or a static group's set.
    */
   private a2aRules(phase: Phase): PlanRule[] {
     const { policy, segment } = this.ctx;
@@ -658,7 +660,8 @@ function addToBucket(b: Bucket, r: AsgRule, d: AddrSet, small: number): void {
     b.allSets.push(d);
   } else if (r.protocol === 'tcp' || r.protocol === 'udp') {
     const ports = r.ports ?? [{ from: 1, to: 65535 }];
-    if (portCount(ports) <= small) {
+    // single ports only: a range would expand into one entry per port and CIDR
+    if (portCount(ports) <= small && ports.every((p) => p.from === p.to)) {
       for (const pr of ports) {
         for (let p = pr.from; p <= pr.to; p++) {
           const k = `${r.protocol}:${p}`;
