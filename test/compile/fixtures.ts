@@ -75,16 +75,9 @@ export function makePolicy(s: PolicySpec): Policy {
 
 // ---- random policies ----
 
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (bench/data/geoip.ts): same seed, same sequence */
+import { mulberry32 as rng } from '../../bench/data/geoip.js';
+export { rng };
 
 /** A small address universe so that random sets overlap: 10.0.0.0/24 in /28 blocks and fd00::/120 in /124 blocks. */
 const V4_BLOCKS = Array.from({ length: 16 }, (_, i) => `10.0.0.${i * 16}/28`);

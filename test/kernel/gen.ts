@@ -7,17 +7,9 @@
  */
 import { DEFAULT_SIDES, PORTS, type Proto, type SideSpec } from './netns.js';
 
-/** mulberry32: small, fast, good enough for test data; same seed, same sequence */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (bench/data/geoip.ts): same seed, same sequence */
+import { mulberry32 as rng } from '../../bench/data/geoip.js';
+export { rng };
 
 export class Rand {
   readonly next: () => number;
