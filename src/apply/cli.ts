@@ -16,11 +16,14 @@ export interface ApplyCommand extends InputSpec {
   stateDir?: string;
   lockTimeout: number;
   json?: boolean;
+  /** iptables (default) or nft */
+  backend?: string;
 }
 
 export async function runApplyCommand(o: ApplyCommand, ctx: CliContext): Promise<number> {
   const stateDir = stateDirOf(o.stateDir);
   const log = (line: string): void => { ctx.stderr.write(`cellwall: ${line}\n`); };
+  if (o.backend === 'nft') return await runNftApply(o, ctx, stateDir, log);
   if (o.watch !== undefined) {
     const secs = Number(o.watch);
     if (!Number.isFinite(secs) || secs <= 0) throw new CellwallError(`--watch: expected a number of seconds > 0, got "${o.watch}"`);
@@ -40,7 +43,18 @@ export async function runApplyCommand(o: ApplyCommand, ctx: CliContext): Promise
   return 0;
 }
 
-export function report(r: ApplyResult, json: boolean, ctx: CliContext): void {
+async function runNftApply(o: ApplyCommand, ctx: CliContext, stateDir: string, log: (line: string) => void): Promise<number> {
+  if (o.watch !== undefined) throw new CellwallError('--watch is not supported with --backend nft yet');
+  const { applyNft, loadNftInput } = await import('./nft.js');
+  const r = await applyNft(await loadNftInput(o), { stateDir, dryRun: o.dryRun, lockTimeout: o.lockTimeout, log });
+  report(r, o.json ?? false, ctx);
+  return r.dryRun && r.changed ? 2 : 0;
+}
+
+/** what report() prints: an iptables or an nft apply result */
+type Reportable = Pick<ApplyResult, 'changed' | 'dryRun' | 'backend' | 'backendReason' | 'recovered' | 'warnings' | 'planText' | 'ms'> & { plan: unknown; hashes: unknown };
+
+export function report(r: Reportable, json: boolean, ctx: CliContext): void {
   if (json) {
     ctx.stdout.write(JSON.stringify({
       changed: r.changed, dryRun: r.dryRun, backend: r.backend, backendReason: r.backendReason, hashes: r.hashes,

@@ -1,0 +1,197 @@
+/**
+ * `apply --backend nft`: the same guarantees as the iptables apply with one
+ * kernel transaction instead of the converge steps.
+ *
+ *   desired = the script loaded into a private empty netns and read back
+ *   -> lock -> recover an interrupted apply from its journal -> read live
+ *   -> plan (chains, rules, set elements) -> journal the snapshot
+ *   -> ONE `nft -f`: [flush altered sets] + ruleset.nft + [remove an older
+ *      policy's chains and sets] -> verify (read back == desired) -> manifest.
+ *
+ * A failing `nft -f` changes nothing (the kernel aborts the transaction; we
+ * check it by reading back). A verify mismatch restores the snapshot, again in
+ * one transaction.
+ */
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CellwallError } from '../errors.js';
+import {
+  desiredNft, diffNft, formatNftPlan, loadNft, nftStateHash, readLiveNft, restoreScript, snapshotNft, transactionAround,
+  type NftPlan, type NftRunError, type NftState,
+} from '../state/nft.js';
+import { sha } from '../state/index.js';
+import { acquireLock } from './lock.js';
+import { inputStamp, type InputSpec } from './source.js';
+import { cellwallVersion, ensureStateDir, journalPath, manifestPath, readJson, writeAtomic } from './statedir.js';
+
+export const NFT_BACKEND = 'nft';
+
+export interface NftInput { script: string; source: string; policyHash: string | null; segment: string | null; stamp: string }
+
+export async function loadNftInput(spec: InputSpec): Promise<NftInput> {
+  const stamp = await inputStamp(spec);
+  if (spec.payload) {
+    const file = join(spec.payload, 'ruleset.nft');
+    let script: string;
+    try { script = await readFile(file, 'utf8'); } catch (e) {
+      throw new CellwallError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? e}); expected the output of \`cellwall compile --backend nft --out DIR\``);
+    }
+    type Manifest = { policyHash?: string; policy?: { hash?: string }; segment?: string };
+    const m = await readJson<Manifest>(join(spec.payload, 'manifest.json'));
+    return { script, source: spec.payload, policyHash: m?.policyHash ?? m?.policy?.hash ?? null, segment: spec.segment ?? m?.segment ?? null, stamp };
+  }
+  if (!spec.policy || !spec.segment) throw new CellwallError('apply: POLICY and --segment are required');
+  const [{ loadPolicy }, { requireSegment }, { compileSegment }, { renderNft }] = await Promise.all([
+    import('../policy/index.js'), import('../compile/cli.js'), import('../compile/index.js'), import('../render/nft.js'),
+  ]);
+  const policy = await loadPolicy(spec.policy);
+  const seg = requireSegment(policy, spec.segment);
+  return { script: renderNft(compileSegment(policy, seg).plan), source: `${spec.policy} --segment ${seg}`, policyHash: policy.hash, segment: seg, stamp };
+}
+
+export interface NftApplyOptions {
+  stateDir: string;
+  dryRun?: boolean;
+  lockTimeout?: number;
+  log?: (line: string) => void;
+}
+
+export interface NftApplyResult {
+  changed: boolean;
+  dryRun: boolean;
+  plan: NftPlan;
+  planText: string;
+  backend: string;
+  backendReason: string;
+  hashes: { table: string } | null;
+  recovered: string | null;
+  warnings: string[];
+  ms: { total: number; read: number; write: number };
+}
+
+export interface NftJournal { version: 1; pid: number; started: string; backend: 'nft'; target: string; snapshot: string | null }
+
+export interface NftManifest {
+  cellwall: string; time: string; policyHash: string | null; segment: string | null; source: string;
+  payloadHash: string; backend: 'nft'; hashes: { table: string };
+}
+
+/** Test-only fault injection (as in the iptables apply): exits abruptly. Ignored unless CELLWALL_TEST_HOOKS=1. */
+function fault(point: string): void {
+  if (process.env.CELLWALL_TEST_HOOKS === '1' && process.env.CELLWALL_TEST_FAULT === point) process.kill(process.pid, 'SIGKILL');
+}
+
+/** an nft error with the failing line of the transaction mapped back to ruleset.nft */
+function describeNftError(e: NftRunError, text: string, offset: number, source: string): string {
+  const msg = e.stderr.split('\n').find((l) => /Error:/.test(l)) ?? e.stderr.split('\n')[0] ?? '';
+  if (e.line === null) return `nft -f failed (exit ${e.code}): ${msg}`;
+  const line = text.split('\n')[e.line - 1] ?? '';
+  const where = e.line > offset ? `${source}: ruleset.nft line ${e.line - offset}` : `line ${e.line} of the transaction (added by apply)`;
+  return `nft -f failed (exit ${e.code}): ${msg.replace(/^[^:]*:\d+:[\d-]+: /, '')}\n  at ${where}\n  line: ${line.trim().slice(0, 200)}`;
+}
+
+async function desiredOf(input: NftInput): Promise<NftState> {
+  const d = await desiredNft(input.script);
+  if ('error' in d) throw new CellwallError(`the nft script does not load (checked in a private network namespace, nothing changed): ${describeNftError(d.error, input.script, 0, input.source)}`);
+  return d.state;
+}
+
+/** Put the table back to the journal's snapshot (one transaction) and check it. */
+async function restoreSnapshot(snapshot: string | null): Promise<void> {
+  const err = await loadNft(restoreScript(snapshot));
+  if (err) throw new CellwallError(`restoring the snapshot failed: ${err.stderr}`);
+}
+
+export async function recoverNftJournal(stateDir: string, log: (s: string) => void): Promise<string | null> {
+  const j = await readJson<NftJournal>(journalPath(stateDir));
+  if (!j) return null;
+  if (j.backend !== NFT_BACKEND) throw new CellwallError(`${journalPath(stateDir)}: the journal of an interrupted ${j.backend} apply; run apply with that backend first to recover it`);
+  log(`found the journal of an interrupted apply (pid ${j.pid}, started ${j.started}); restoring the table from before it`);
+  await restoreSnapshot(j.snapshot);
+  await rm(journalPath(stateDir), { force: true });
+  const msg = `recovered: restored the state from before the interrupted apply of ${j.started}`;
+  log(msg);
+  return msg;
+}
+
+export async function applyNft(input: NftInput, opts: NftApplyOptions): Promise<NftApplyResult> {
+  const t0 = performance.now();
+  const log = opts.log ?? (() => undefined);
+  const warnings: string[] = [];
+  const reason = 'chosen with --backend nft';
+  const target = sha(`ruleset.nft\0${input.script}`);
+  const want = await desiredOf(input);
+  const result = (changed: boolean, dryRun: boolean, plan: NftPlan, live: NftState | null, recovered: string | null, read: number, write: number): NftApplyResult => ({
+    changed, dryRun, plan, planText: formatNftPlan(plan, want), backend: NFT_BACKEND, backendReason: reason,
+    hashes: live ? { table: nftStateHash(live) } : null, recovered, warnings, ms: { total: performance.now() - t0, read, write },
+  });
+
+  if (opts.dryRun) {
+    const tr = performance.now();
+    const live = await readLiveNft();
+    const plan = diffNft(want, live);
+    const j = await readJson<NftJournal>(journalPath(opts.stateDir));
+    if (j) warnings.push(`an interrupted apply (pid ${j.pid}, ${j.started}) left a journal; the next apply first restores the state from before it`);
+    return result(!plan.empty, true, plan, live, null, performance.now() - tr, 0);
+  }
+
+  await ensureStateDir(opts.stateDir);
+  const lock = await acquireLock(opts.stateDir, opts.lockTimeout ?? 120, log);
+  try {
+    const recovered = await recoverNftJournal(opts.stateDir, log);
+    const tr = performance.now();
+    const live = await readLiveNft();
+    const plan = diffNft(want, live);
+    const tRead = performance.now() - tr;
+    const prev = await readJson<NftManifest>(manifestPath(opts.stateDir));
+    if (plan.empty) {
+      const hash = nftStateHash(live);
+      if (!prev || prev.backend !== NFT_BACKEND || prev.payloadHash !== target || prev.hashes?.table !== hash) await writeManifest(opts, input, target, hash);
+      return result(false, false, plan, live, recovered, tRead, 0);
+    }
+    if (plan.sets.redeclare.length) {
+      throw new CellwallError(`set(s) ${plan.sets.redeclare.join(', ')} exist with a different declaration than the policy's; nft cannot change a set's type in place. Delete them (nft delete set ${'inet cellwall'} NAME) or the table, then apply again`);
+    }
+    const snapshot = await snapshotNft();
+    const journal: NftJournal = { version: 1, pid: process.pid, started: new Date().toISOString(), backend: NFT_BACKEND, target, snapshot };
+    await writeAtomic(journalPath(opts.stateDir), JSON.stringify(journal));
+    fault('after-journal');
+    const tw = performance.now();
+    const { before, after } = transactionAround(plan);
+    const text = [...before, input.script, ...after, ''].join('\n');
+    const err = await loadNft(text);
+    if (err) {
+      // the kernel aborted the whole transaction: check that nothing changed
+      const now = await readLiveNft();
+      await rm(journalPath(opts.stateDir), { force: true });
+      const same = nftStateHash(now) === nftStateHash(live);
+      throw new CellwallError(`apply failed; ${same ? 'nothing was changed (one nft transaction)' : 'WARNING: the table read back differs from before (changed by someone else meanwhile?)'}: ${describeNftError(err, text, before.length, input.source)}`);
+    }
+    fault('after-load');
+    const back = await readLiveNft();
+    const left = back ? diffNft(want, back) : null;
+    if (!left || !left.empty) {
+      log('verify failed; rolling back to the snapshot');
+      const diff = left ? formatNftPlan(left, want) : 'the table is missing';
+      try { await restoreSnapshot(snapshot); } catch (re) {
+        throw new CellwallError(`apply failed (verify: the table read back differs from the script:\n${diff}) AND the rollback failed: ${(re as Error).message}\nthe journal ${journalPath(opts.stateDir)} is kept; the next apply retries the recovery`);
+      }
+      await rm(journalPath(opts.stateDir), { force: true });
+      throw new CellwallError(`apply failed and was rolled back to the previous state: verify: the table read back differs from the script:\n${diff}`);
+    }
+    const tWrite = performance.now() - tw;
+    await writeManifest(opts, input, target, nftStateHash(back));
+    await rm(journalPath(opts.stateDir), { force: true });
+    return result(true, false, plan, back, recovered, tRead, tWrite);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function writeManifest(opts: NftApplyOptions, input: NftInput, target: string, table: string): Promise<void> {
+  const m: NftManifest = {
+    cellwall: cellwallVersion(), time: new Date().toISOString(), policyHash: input.policyHash, segment: input.segment,
+    source: input.source, payloadHash: target, backend: NFT_BACKEND, hashes: { table },
+  };
+  await writeAtomic(manifestPath(opts.stateDir), JSON.stringify(m, null, 2) + '\n');
+}
