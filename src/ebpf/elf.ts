@@ -1,0 +1,206 @@
+/**
+ * A minimal relocatable ELF64 (little-endian, EM_BPF) writer for one program
+ * section plus BTF-described maps, as libbpf 1.x (bpftool, iproute2 tc) loads
+ * them: .strtab, the program section, .rel<section> (R_BPF_64_64 on the map
+ * ld_imm64 instructions), license, .maps, .BTF, .symtab. No .BTF.ext.
+ *
+ * Each map is declared the way `__uint(type, ...)` etc. in C are: a VAR in the
+ * `.maps` DATASEC whose type is a struct of pointers to int arrays whose
+ * element count carries the value.
+ */
+
+export interface MapDef {
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
+export interface ElfProgram {
+  /** section name, e.g. `tc` (libbpf derives the program type from it) */
+  section: string;
+  /** function symbol name */
+  name: string;
+  code: Buffer;
+  /** ld_imm64 instruction indexes that load a map */
+  mapRefs: Array<{ insn: number; map: string }>;
+  maps: MapDef[];
+  license: string;
+}
+
+export const BPF_MAP_TYPE_HASH = 1;
+export const BPF_MAP_TYPE_ARRAY = 2;
+export const BPF_MAP_TYPE_LPM_TRIE = 11;
+export const BPF_F_NO_PREALLOC = 1;
+
+const EM_BPF = 247;
+const R_BPF_64_64 = 1;
+const MAP_FIELDS = ['type', 'key_size', 'value_size', 'max_entries', 'map_flags'] as const;
+const MAP_STRUCT_SIZE = MAP_FIELDS.length * 8;
+
+class StrTab {
+  private parts: Buffer[] = [Buffer.from([0])];
+  private size = 1;
+  private seen = new Map<string, number>();
+  add(s: string): number {
+    const hit = this.seen.get(s);
+    if (hit !== undefined) return hit;
+    const off = this.size;
+    const b = Buffer.from(`${s}\0`, 'utf8');
+    this.parts.push(b);
+    this.size += b.length;
+    this.seen.set(s, off);
+    return off;
+  }
+  bytes(): Buffer { return Buffer.concat(this.parts); }
+}
+
+function u32s(...v: number[]): Buffer {
+  const b = Buffer.alloc(v.length * 4);
+  v.forEach((x, i) => b.writeUInt32LE(x >>> 0, i * 4));
+  return b;
+}
+
+const KIND = { INT: 1, PTR: 2, ARRAY: 3, STRUCT: 4, VAR: 14, DATASEC: 15 } as const;
+const info = (kind: number, vlen = 0) => ((kind << 24) | vlen) >>> 0;
+
+/** .BTF for the maps: int, arrays for every number used, the map structs, a VAR per map, the .maps DATASEC */
+export function mapsBtf(maps: MapDef[]): Buffer {
+  const strs = new StrTab();
+  const types: Buffer[] = [];
+  const add = (b: Buffer) => { types.push(b); return types.length; };
+  const INT = add(Buffer.concat([u32s(strs.add('int'), info(KIND.INT), 4), u32s((1 << 24) | 32)]));
+  const ptrTo = new Map<number, number>();
+  const ptr = (n: number): number => {
+    let id = ptrTo.get(n);
+    if (id === undefined) {
+      const arr = add(Buffer.concat([u32s(0, info(KIND.ARRAY), 0), u32s(INT, INT, n)]));
+      id = add(u32s(0, info(KIND.PTR), arr));
+      ptrTo.set(n, id);
+    }
+    return id;
+  };
+  const vars: number[] = [];
+  for (const m of maps) {
+    const vals = [m.type, m.keySize, m.valueSize, m.maxEntries, m.flags];
+    const members = MAP_FIELDS.map((f, i) => u32s(strs.add(f), ptr(vals[i]), i * 64));
+    const st = add(Buffer.concat([u32s(0, info(KIND.STRUCT, MAP_FIELDS.length), MAP_STRUCT_SIZE), ...members]));
+    vars.push(add(Buffer.concat([u32s(strs.add(m.name), info(KIND.VAR), st), u32s(1)])));
+  }
+  add(Buffer.concat([
+    u32s(strs.add('.maps'), info(KIND.DATASEC, maps.length), maps.length * MAP_STRUCT_SIZE),
+    ...vars.map((v, i) => u32s(v, i * MAP_STRUCT_SIZE, MAP_STRUCT_SIZE)),
+  ]));
+  const t = Buffer.concat(types);
+  const s = strs.bytes();
+  const hdr = Buffer.alloc(24);
+  hdr.writeUInt16LE(0xeb9f, 0);
+  hdr[2] = 1; // version
+  hdr[3] = 0; // flags
+  hdr.writeUInt32LE(24, 4);
+  hdr.writeUInt32LE(0, 8); // type_off
+  hdr.writeUInt32LE(t.length, 12);
+  hdr.writeUInt32LE(t.length, 16); // str_off
+  hdr.writeUInt32LE(s.length, 20);
+  return Buffer.concat([hdr, t, s]);
+}
+
+interface Section { name: string; type: number; flags: number; data: Buffer; link?: number; info?: number; align: number; entsize?: number }
+
+const SHT_PROGBITS = 1, SHT_SYMTAB = 2, SHT_STRTAB = 3, SHT_REL = 9;
+const SHF_WRITE = 1, SHF_ALLOC = 2, SHF_EXECINSTR = 4;
+const STB_GLOBAL = 1, STT_OBJECT = 1, STT_FUNC = 2;
+
+export function writeElf(p: ElfProgram): Buffer {
+  const strtab = new StrTab();
+  // section indexes (0 is the null section)
+  const SEC_STRTAB = 1, SEC_PROG = 2, SEC_REL = 3, SEC_LICENSE = 4, SEC_MAPS = 5, SEC_BTF = 6, SEC_SYMTAB = 7;
+  const mapIndex = new Map(p.maps.map((m, i) => [m.name, i]));
+  // symbols: null, then globals: program, license, maps
+  const syms: Buffer[] = [Buffer.alloc(24)];
+  const sym = (name: string, type: number, shndx: number, value: number, size: number) => {
+    const b = Buffer.alloc(24);
+    b.writeUInt32LE(strtab.add(name), 0);
+    b[4] = (STB_GLOBAL << 4) | type;
+    b[5] = 0;
+    b.writeUInt16LE(shndx, 6);
+    b.writeBigUInt64LE(BigInt(value), 8);
+    b.writeBigUInt64LE(BigInt(size), 16);
+    syms.push(b);
+    return syms.length - 1;
+  };
+  const license = Buffer.from(`${p.license}\0`);
+  sym(p.name, STT_FUNC, SEC_PROG, 0, p.code.length);
+  sym('_license', STT_OBJECT, SEC_LICENSE, 0, license.length);
+  const mapSym = p.maps.map((m, i) => sym(m.name, STT_OBJECT, SEC_MAPS, i * MAP_STRUCT_SIZE, MAP_STRUCT_SIZE));
+  const rels = Buffer.alloc(p.mapRefs.length * 16);
+  p.mapRefs.forEach((r, i) => {
+    const mi = mapIndex.get(r.map);
+    if (mi === undefined) throw new Error(`elf: program refers to undeclared map ${r.map}`);
+    rels.writeBigUInt64LE(BigInt(r.insn * 8), i * 16);
+    rels.writeBigUInt64LE((BigInt(mapSym[mi]) << 32n) | BigInt(R_BPF_64_64), i * 16 + 8);
+  });
+  const sections: Section[] = [
+    { name: '.strtab', type: SHT_STRTAB, flags: 0, data: Buffer.alloc(0), align: 1 },
+    { name: p.section, type: SHT_PROGBITS, flags: SHF_ALLOC | SHF_EXECINSTR, data: p.code, align: 8 },
+    { name: `.rel${p.section}`, type: SHT_REL, flags: 0, data: rels, link: SEC_SYMTAB, info: SEC_PROG, align: 8, entsize: 16 },
+    { name: 'license', type: SHT_PROGBITS, flags: SHF_ALLOC | SHF_WRITE, data: license, align: 1 },
+    { name: '.maps', type: SHT_PROGBITS, flags: SHF_ALLOC | SHF_WRITE, data: Buffer.alloc(p.maps.length * MAP_STRUCT_SIZE), align: 8 },
+    { name: '.BTF', type: SHT_PROGBITS, flags: 0, data: mapsBtf(p.maps), align: 4 },
+    { name: '.symtab', type: SHT_SYMTAB, flags: 0, data: Buffer.concat(syms), link: SEC_STRTAB, info: 1, align: 8, entsize: 24 },
+  ];
+  if (sections.length !== SEC_SYMTAB || sections[SEC_BTF - 1].name !== '.BTF') throw new Error('elf: section layout');
+  const nameOff = sections.map((s) => strtab.add(s.name));
+  sections[SEC_STRTAB - 1].data = strtab.bytes();
+
+  // layout: header, section data, section header table
+  const chunks: Buffer[] = [];
+  let off = 64;
+  const offsets: number[] = [];
+  for (const s of sections) {
+    const pad = (s.align - (off % s.align)) % s.align;
+    if (pad) chunks.push(Buffer.alloc(pad));
+    off += pad;
+    offsets.push(off);
+    chunks.push(s.data);
+    off += s.data.length;
+  }
+  const shPad = (8 - (off % 8)) % 8;
+  chunks.push(Buffer.alloc(shPad));
+  const shoff = off + shPad;
+  const shdrs = Buffer.alloc((sections.length + 1) * 64);
+  sections.forEach((s, i) => {
+    const b = (i + 1) * 64;
+    shdrs.writeUInt32LE(nameOff[i], b);
+    shdrs.writeUInt32LE(s.type, b + 4);
+    shdrs.writeBigUInt64LE(BigInt(s.flags), b + 8);
+    shdrs.writeBigUInt64LE(0n, b + 16); // addr
+    shdrs.writeBigUInt64LE(BigInt(offsets[i]), b + 24);
+    shdrs.writeBigUInt64LE(BigInt(s.data.length), b + 32);
+    shdrs.writeUInt32LE(s.link ?? 0, b + 40);
+    shdrs.writeUInt32LE(s.info ?? 0, b + 44);
+    shdrs.writeBigUInt64LE(BigInt(s.align), b + 48);
+    shdrs.writeBigUInt64LE(BigInt(s.entsize ?? 0), b + 56);
+  });
+  const eh = Buffer.alloc(64);
+  eh.write('\x7fELF', 0, 'latin1');
+  eh[4] = 2; // ELFCLASS64
+  eh[5] = 1; // little-endian
+  eh[6] = 1; // EV_CURRENT
+  eh.writeUInt16LE(1, 16); // ET_REL
+  eh.writeUInt16LE(EM_BPF, 18);
+  eh.writeUInt32LE(1, 20);
+  eh.writeBigUInt64LE(0n, 24); // entry
+  eh.writeBigUInt64LE(0n, 32); // phoff
+  eh.writeBigUInt64LE(BigInt(shoff), 40);
+  eh.writeUInt32LE(0, 48);
+  eh.writeUInt16LE(64, 52); // ehsize
+  eh.writeUInt16LE(0, 54);
+  eh.writeUInt16LE(0, 56);
+  eh.writeUInt16LE(64, 58); // shentsize
+  eh.writeUInt16LE(sections.length + 1, 60);
+  eh.writeUInt16LE(SEC_STRTAB, 62); // shstrndx
+  return Buffer.concat([eh, ...chunks, shdrs]);
+}

@@ -1,0 +1,115 @@
+/**
+ * cellwall's fixed eBPF classifier (tc, direct action). The policy lives
+ * entirely in its maps (see maps.ts); a policy change never changes this code.
+ *
+ *   1. IPv4 / IPv6 only (anything else: TC_ACT_OK);
+ *   2. source address -> source class via LPM trie (cw_src4 / cw_src6);
+ *      no match: not governed, TC_ACT_OK;
+ *   3. destination address -> destination class via LPM trie (cw_dst4 /
+ *      cw_dst6); no match: class 0;
+ *   4. verdict via one LPM trie keyed by the bytes
+ *        source class (2) . destination class (2) . protocol (1) . 0 (1) . port (2)
+ *      where port is the tcp/udp destination port, or icmp type . code; the
+ *      map holds prefixes over the port so port ranges cost few entries, and a
+ *      32-bit prefix (both classes only) for every other protocol;
+ *   5. verdict 0: TC_ACT_OK, anything else or no entry: TC_ACT_SHOT.
+ * Bounded, loop-free, 5 map lookups at most.
+ */
+import { Asm } from './asm.js';
+import { BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, writeElf, type MapDef } from './elf.js';
+
+export const PROGRAM_SECTION = 'tc';
+export const PROGRAM_NAME = 'cellwall';
+export const MAP_NAMES = { src4: 'cw_src4', dst4: 'cw_dst4', src6: 'cw_src6', dst6: 'cw_dst6', verdict: 'cw_verdict' } as const;
+/** capacity of every map (LPM tries without preallocation: only the entries present use memory) */
+export const MAP_MAX_ENTRIES = 1 << 20;
+/** key bytes: u32 prefix length then the data */
+export const KEY_SIZE = { addr4: 8, addr6: 20, verdict: 12 } as const;
+/** bits of the verdict key before the port: two classes, protocol, zero byte */
+export const VERDICT_PORT_BIT = 48;
+
+export const TC_ACT_OK = 0;
+export const TC_ACT_SHOT = 2;
+const HELPER_MAP_LOOKUP = 1;
+
+export function mapDefs(): MapDef[] {
+  const lpm = (name: string, keySize: number): MapDef => ({
+    name, type: BPF_MAP_TYPE_LPM_TRIE, keySize, valueSize: 4, maxEntries: MAP_MAX_ENTRIES, flags: BPF_F_NO_PREALLOC,
+  });
+  return [
+    lpm(MAP_NAMES.src4, KEY_SIZE.addr4), lpm(MAP_NAMES.dst4, KEY_SIZE.addr4),
+    lpm(MAP_NAMES.src6, KEY_SIZE.addr6), lpm(MAP_NAMES.dst6, KEY_SIZE.addr6),
+    lpm(MAP_NAMES.verdict, KEY_SIZE.verdict),
+  ];
+}
+
+// stack layout (offsets from r10)
+const ADDR_KEY = -24; // u32 prefixlen, then 4 or 16 address bytes
+const V_KEY = -40; // u32 prefixlen, then the 8 data bytes
+const V_SRC = V_KEY + 4, V_DST = V_KEY + 6, V_PROTO = V_KEY + 8, V_ZERO = V_KEY + 9, V_PORT = V_KEY + 10;
+// __sk_buff
+const SKB_DATA = 76, SKB_DATA_END = 80;
+const ETH_HLEN = 14;
+
+export function classifier(): Asm {
+  const a = new Asm();
+  const lookup = (map: string, keyOff: number) => {
+    a.ldMap(1, map).mov(2, 10).alu('add', 2, { imm: keyOff }).call(HELPER_MAP_LOOKUP);
+  };
+  /** copy `words` u32 from packet (r7 + from) to the stack at `to` */
+  const copy = (from: number, to: number, words: number) => {
+    for (let i = 0; i < words; i++) a.ldx(4, 3, 7, from + i * 4).stx(4, 10, to + i * 4, 3);
+  };
+  /** src class into the verdict key (not governed: pass), then the dst class */
+  const classify = (srcMap: string, dstMap: string, srcOff: number, dstOff: number, words: number, bits: number, tag: string) => {
+    a.st(4, 10, ADDR_KEY, bits);
+    copy(srcOff, ADDR_KEY + 4, words);
+    lookup(srcMap, ADDR_KEY);
+    a.jmp('jeq', 0, { imm: 0 }, 'pass');
+    a.ldx(2, 3, 0, 0).stx(2, 10, V_SRC, 3);
+    copy(dstOff, ADDR_KEY + 4, words);
+    lookup(dstMap, ADDR_KEY);
+    a.mov(3, { imm: 0 }).jmp('jeq', 0, { imm: 0 }, `dc${tag}`).ldx(2, 3, 0, 0);
+    a.label(`dc${tag}`).stx(2, 10, V_DST, 3);
+  };
+
+  a.mov(6, 1).ldx(4, 7, 6, SKB_DATA).ldx(4, 8, 6, SKB_DATA_END);
+  a.mov(2, 7).alu('add', 2, { imm: ETH_HLEN }).jmp('jgt', 2, 8, 'pass');
+  a.ldx(2, 3, 7, 12); // h_proto, network order read as little-endian
+  a.jmp('jeq', 3, { imm: 0x0008 }, 'v4');
+  a.jmp('jne', 3, { imm: 0xdd86 }, 'pass');
+  // IPv6: fixed 40-byte header, next header taken as the protocol
+  a.mov(2, 7).alu('add', 2, { imm: ETH_HLEN + 40 }).jmp('jgt', 2, 8, 'pass');
+  a.ldx(1, 9, 7, ETH_HLEN + 6);
+  classify(MAP_NAMES.src6, MAP_NAMES.dst6, ETH_HLEN + 8, ETH_HLEN + 24, 4, 128, '6');
+  a.mov(4, { imm: ETH_HLEN + 40 }).ja('l4');
+  // IPv4
+  a.label('v4');
+  a.mov(2, 7).alu('add', 2, { imm: ETH_HLEN + 20 }).jmp('jgt', 2, 8, 'pass');
+  a.ldx(1, 9, 7, ETH_HLEN + 9);
+  classify(MAP_NAMES.src4, MAP_NAMES.dst4, ETH_HLEN + 12, ETH_HLEN + 16, 1, 32, '4');
+  // a non-first fragment carries no ports
+  a.ldx(2, 3, 7, ETH_HLEN + 6).alu('and', 3, { imm: 0xff1f }).jmp('jne', 3, { imm: 0 }, 'noport');
+  a.ldx(1, 4, 7, ETH_HLEN).alu('and', 4, { imm: 0x0f }).alu('lsh', 4, { imm: 2 }).alu('add', 4, { imm: ETH_HLEN });
+  // r4: offset of the L4 header, r9: protocol
+  a.label('l4');
+  a.mov(5, 7).alu('add', 5, 4).mov(2, 5).alu('add', 2, { imm: 4 }).jmp('jgt', 2, 8, 'noport');
+  a.jmp('jeq', 9, { imm: 6 }, 'ports').jmp('jeq', 9, { imm: 17 }, 'ports');
+  a.jmp('jeq', 9, { imm: 1 }, 'icmp').jmp('jeq', 9, { imm: 58 }, 'icmp');
+  a.label('noport').mov(3, { imm: 0 }).ja('key');
+  a.label('ports').ldx(2, 3, 5, 2).ja('key');
+  a.label('icmp').ldx(2, 3, 5, 0);
+  a.label('key').stx(2, 10, V_PORT, 3).stx(1, 10, V_PROTO, 9).st(1, 10, V_ZERO, 0).st(4, 10, V_KEY, VERDICT_PORT_BIT + 16);
+  lookup(MAP_NAMES.verdict, V_KEY);
+  a.jmp('jeq', 0, { imm: 0 }, 'drop');
+  a.ldx(4, 3, 0, 0).jmp('jeq', 3, { imm: 0 }, 'pass');
+  a.label('drop').mov(0, { imm: TC_ACT_SHOT }).exit();
+  a.label('pass').mov(0, { imm: TC_ACT_OK }).exit();
+  return a;
+}
+
+/** the relocatable object `cellwall.bpf.o` */
+export function buildObject(): Buffer {
+  const a = classifier();
+  return writeElf({ section: PROGRAM_SECTION, name: PROGRAM_NAME, code: a.bytes(), mapRefs: a.mapRefs, maps: mapDefs(), license: 'GPL' });
+}
