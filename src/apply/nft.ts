@@ -158,7 +158,9 @@ export async function applyNft(input: NftInput, opts: NftApplyOptions): Promise<
     fault('after-journal');
     const tw = performance.now();
     const { before, after } = transactionAround(plan);
-    const text = [...before, input.script, ...after, ''].join('\n');
+    // test hook: a last line the kernel refuses, to show that the whole transaction is then dropped
+    const failLast = process.env.CELLWALL_TEST_HOOKS === '1' && process.env.CELLWALL_TEST_FAULT === 'nft-fail-last-line';
+    const text = [...before, input.script, ...after, ...(failLast ? ['delete set inet cellwall cw-test-no-such-set'] : []), ''].join('\n');
     const err = await loadNft(text);
     if (err) {
       // the kernel aborted the whole transaction: check that nothing changed
