@@ -19,6 +19,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--connect-timeout <s>', 'ssh connect timeout, seconds', '10')
     .option('--timeout <s>', 'overall per-cell timeout, seconds', '120')
     .option('--no-compress', 'send the bundle uncompressed')
+    .option('--no-fast-path', 'always send the bundle (the cell then compares its full live state, every set entry), instead of first asking for its record and a cheap fingerprint')
     .option('--json', 'print a machine-readable report', false)
     .action(async (policy: string, o: Record<string, string | boolean | undefined>) => {
       const { push } = await import('../fleet/push.js');
@@ -40,6 +41,7 @@ export function register(program: Command, ctx: CliContext): void {
         connectTimeoutSec: Math.max(1, num('connect-timeout', o.connectTimeout)),
         cellTimeoutSec: Math.max(1, num('timeout', o.timeout)),
         compress: o.compress !== false,
+        fastPath: o.fastPath !== false,
         bundlesDir: o.bundles as string | undefined,
         user: o.user as string | undefined,
         identityFile: o.identityFile as string | undefined,

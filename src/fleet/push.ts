@@ -14,7 +14,7 @@ import { parse as parseYaml } from 'yaml';
 import { CellwallError } from '../errors.js';
 import { loadInventory, resolveSegments, withDefaults, type Cell, type SshSettings } from './inventory.js';
 import { compileBundle, readBundleDir, type Bundle } from './bundle.js';
-import { buildScript, remoteCommand, RESULT, PHASE, type ScriptMode } from './script.js';
+import { buildProbe, buildScript, remoteCommand, CPU, PHASE, PROBE, RESULT, type ScriptMode } from './script.js';
 import { closeMasters, makeControlDir, runSession, sshFailureReason, type Session, type SshConfig } from './ssh.js';
 import { bundlePart, diffPart, parseLive, summarizeDiff, type CellDiff } from './plan.js';
 
@@ -34,6 +34,8 @@ export interface PushOptions extends SshSettings {
   compress: boolean;
   /** precompiled bundles: DIR/<segment>/{ipset.restore,iptables.v4,iptables.v6} */
   bundlesDir?: string;
+  /** ask each cell for its record and a cheap live fingerprint first; skip the transfer when both match (default true) */
+  fastPath?: boolean;
 }
 
 export type Outcome = 'changed' | 'unchanged' | 'would-change' | 'failed' | 'rolled-back' | 'skipped';
@@ -48,6 +50,10 @@ export interface CellReport {
   bytesSent: number;
   compressed: boolean;
   durationMs: number;
+  /** true when the cell was found up to date by the fast-path probe (no bundle sent) */
+  fastPath?: boolean;
+  /** CPU time (user + system, ms) of the cell-side shell and the commands it ran, over every session with this cell */
+  cellCpuMs?: number;
   diff?: CellDiff;
 }
 
@@ -55,12 +61,15 @@ export interface PushReport {
   dryRun: boolean;
   policy: string;
   inventory: string;
-  bundles: { segment: string; hash: string; bytes: number }[];
+  /** bytes: raw payload files; streamBytes/gzipBytes: the apply stream sent to each cell of the segment, as is / gzipped */
+  bundles: { segment: string; hash: string; bytes: number; streamBytes?: number; gzipBytes?: number }[];
   ignored: { instance: string; reason: string }[];
   cells: CellReport[];
   summary: Record<Outcome, number>;
   interrupted: boolean;
   elapsedMs: number;
+  /** CPU time of the push process itself (not its ssh clients), ms */
+  cpuMs: { user: number; system: number };
 }
 
 export interface PushIo {
@@ -102,16 +111,81 @@ async function policySegments(file: string): Promise<{ segments: string[]; insta
   return { segments: Object.keys(segs), instanceGroups: groups };
 }
 
-/** One cell: one ssh session, one result line. */
-export async function runCell(cell: Cell, bundle: Bundle, mode: ScriptMode, cfg: SshConfig, opts: { compress: boolean; timeoutMs: number },
+/**
+ * The stream for (bundle, mode, compression), built and gzipped once per
+ * segment, not per cell: every cell of a segment receives the same bytes.
+ */
+const streams = new WeakMap<Bundle, Map<string, Buffer>>();
+export function applyStream(bundle: Bundle, mode: ScriptMode, compress: boolean): Buffer {
+  let m = streams.get(bundle);
+  if (!m) streams.set(bundle, (m = new Map()));
+  const key = `${mode}/${compress}`;
+  let b = m.get(key);
+  if (!b) {
+    const script = Buffer.from(buildScript(mode, bundle), 'utf8');
+    b = compress ? gzipSync(script, { level: 6 }) : script;
+    m.set(key, b);
+  }
+  return b;
+}
+
+const probeStreams = new Map<boolean, Buffer>();
+function probeStream(compress: boolean): Buffer {
+  let b = probeStreams.get(compress);
+  if (!b) {
+    const script = Buffer.from(buildProbe(), 'utf8');
+    probeStreams.set(compress, (b = compress ? gzipSync(script, { level: 6 }) : script));
+  }
+  return b;
+}
+
+/** CPU ms reported by the cell's shell (`times`: the marker line and the next one), or 0 */
+export function parseCellCpu(stdout: string): number {
+  const m = new RegExp(`^${CPU} (.*)\n(.*)$`, 'm').exec(stdout);
+  if (!m) return 0;
+  let ms = 0;
+  for (const t of `${m[1]} ${m[2]}`.matchAll(/(\d+)m([\d.]+)s/g)) ms += (Number(t[1]) * 60 + Number(t[2])) * 1000;
+  return Math.round(ms);
+}
+
+/**
+ * One cell. In apply mode (unless fastPath is off) a constant probe asks for the
+ * cell's record and cheap live fingerprint first; when the record names this
+ * bundle and the fingerprint still matches, nothing more is sent. Otherwise one
+ * session streams the bundle and the apply script; one result line comes back.
+ */
+export async function runCell(cell: Cell, bundle: Bundle, mode: ScriptMode, cfg: SshConfig,
+  opts: { compress: boolean; timeoutMs: number; fastPath?: boolean },
   hooks: { onSession?: (s: Session) => void } = {}): Promise<Omit<CellReport, 'canary'>> {
   const t0 = Date.now();
-  const script = Buffer.from(buildScript(mode, bundle), 'utf8');
-  const payload = opts.compress ? gzipSync(script, { level: 6 }) : script;
-  const session = runSession(cell, cfg, remoteCommand(opts.compress), payload, opts.timeoutMs);
+  let probeBytes = 0;
+  let probeCpu = 0;
+  if (mode === 'apply' && opts.fastPath !== false) {
+    const session = runSession(cell, cfg, remoteCommand(opts.compress), probeStream(opts.compress), opts.timeoutMs);
+    hooks.onSession?.(session);
+    const p = await session.result;
+    probeBytes = p.bytesSent;
+    probeCpu = parseCellCpu(p.stdout);
+    const base = { name: cell.name, host: cell.host, segment: cell.segment, bytesSent: probeBytes, compressed: opts.compress, durationMs: Date.now() - t0, cellCpuMs: probeCpu };
+    const line = p.stdout.split('\n').find((l) => l.startsWith(`${PROBE} `));
+    if (!line) {
+      // ssh itself failed (host key, refused, timeout): the full session would fail the same way
+      if (p.timedOut) return { ...base, outcome: 'failed', reason: `timed out after ${Math.round(opts.timeoutMs / 1000)}s` };
+      if (p.code === 255) return { ...base, outcome: 'failed', reason: sshFailureReason(p.stderr, p.code) };
+      // otherwise (e.g. an odd shell on the cell) the full apply decides
+    } else {
+      const [, recBundle, recQuick, liveQuick] = line.split(' ');
+      if (recBundle === bundle.hash && recQuick !== 'none' && recQuick === liveQuick) {
+        return { ...base, outcome: 'unchanged', reason: 'already up to date (record and live fingerprint match), bundle not sent', fastPath: true };
+      }
+    }
+  }
+  const remaining = Math.max(1, opts.timeoutMs - (Date.now() - t0));
+  const session = runSession(cell, cfg, remoteCommand(opts.compress), applyStream(bundle, mode, opts.compress), remaining);
   hooks.onSession?.(session);
   const r = await session.result;
-  const base = { name: cell.name, host: cell.host, segment: cell.segment, bytesSent: r.bytesSent, compressed: opts.compress, durationMs: Date.now() - t0 };
+  const base = { name: cell.name, host: cell.host, segment: cell.segment, bytesSent: probeBytes + r.bytesSent, compressed: opts.compress,
+    durationMs: Date.now() - t0, cellCpuMs: probeCpu + parseCellCpu(r.stdout) };
   const resultLine = r.stdout.split('\n').filter((l) => l.startsWith(`${RESULT} `)).pop();
   if (!resultLine) {
     let reason: string;
@@ -200,7 +274,8 @@ export async function push(opts: PushOptions, io: PushIo): Promise<{ report: Pus
       while (next < cells.length && !stopReason) {
         const cell = cells[next++];
         progress.inFlight++;
-        const r = await runCell(cell, bundles.get(cell.segment)!, mode, cfg, { compress: opts.compress, timeoutMs: opts.cellTimeoutSec * 1000 });
+        const r = await runCell(cell, bundles.get(cell.segment)!, mode, cfg,
+          { compress: opts.compress, timeoutMs: opts.cellTimeoutSec * 1000, fastPath: opts.fastPath });
         progress.inFlight--;
         const rep = { ...r, canary: canarySet.has(cell.name) };
         reports.set(cell.name, rep);
@@ -236,8 +311,12 @@ export async function push(opts: PushOptions, io: PushIo): Promise<{ report: Pus
   for (const c of cells) summary[c.outcome]++;
   const report: PushReport = {
     dryRun: opts.dryRun, policy: opts.policyFile, inventory: opts.inventoryFile,
-    bundles: [...bundles.values()].map((b) => ({ segment: b.segment, hash: b.hash, bytes: Object.values(b.files).reduce((n, f) => n + Buffer.byteLength(f), 0) })),
+    bundles: [...bundles.values()].map((b) => ({
+      segment: b.segment, hash: b.hash, bytes: Object.values(b.files).reduce((n, f) => n + Buffer.byteLength(f), 0),
+      ...(opts.dryRun ? {} : { streamBytes: applyStream(b, 'apply', false).length, gzipBytes: applyStream(b, 'apply', true).length }),
+    })),
     ignored: inv.ignored, cells, summary, interrupted, elapsedMs: Date.now() - t0,
+    cpuMs: (({ user, system }) => ({ user: Math.round(user / 1000), system: Math.round(system / 1000) }))(process.cpuUsage()),
   };
   const bad = summary.failed + summary['rolled-back'] + summary.skipped;
   const exitCode = bad ? 1 : opts.dryRun && summary['would-change'] ? 2 : 0;

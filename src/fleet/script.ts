@@ -49,12 +49,33 @@ function heredoc(path: string, content: string): string {
   return `cat > "$d/${path}" <<'${delim}'\n${body}${delim}\n`;
 }
 
-export type ScriptMode = 'apply' | 'plan';
+export type ScriptMode = 'apply' | 'plan' | 'probe';
 
 /** Marker lines the script prints on stdout. */
 export const RESULT = 'CW-RESULT';
 export const SECTION = 'CW-SECTION';
 export const PHASE = 'CW-PHASE';
+/** `CW-PROBE <recorded bundle hash|none> <recorded fingerprint|none> <live fingerprint>` */
+export const PROBE = 'CW-PROBE';
+/** `CW-CPU <shell user> <shell sys> <children user> <children sys>` (sh \`times\`) */
+export const CPU = 'CW-CPU';
+
+/**
+ * The fast-path probe: constant text (no bundle, no policy value), a few hundred
+ * bytes. It prints the cell's applied record and a cheap live fingerprint:
+ * the CW- part of `iptables-save -t filter` per family, plus name, type and entry
+ * count of every cw- set (`ipset list -t`, not the entries themselves; dynamic
+ * cw-d-* member sets excluded). Reads only; takes no lock.
+ */
+export function buildProbe(): string {
+  return `{
+cw_mode=probe
+cw_bundle=
+${LIB}
+cw_main
+}
+`;
+}
 
 export function buildScript(mode: ScriptMode, bundle: Bundle): string {
   const files = mode === 'apply'
@@ -104,6 +125,20 @@ cw_live() {
   echo v6; if cw_have6; then cw_cwpart ip6tables; fi
   echo sets; cw_sets
 }
+# cheap fingerprint: like cw_live, but per set only name, type and entry count
+cw_quick() {
+  {
+    echo v4; cw_cwpart iptables
+    echo v6; if cw_have6; then cw_cwpart ip6tables; fi
+    echo sets
+    ipset list -t 2>/dev/null | awk '
+      /^Name: / { n = $2; next }
+      /^Type: / { t = $2; next }
+      /^Number of entries: / { if (n ~ /^cw-/ && n !~ /^cw-d-/) print n, t, $4 }' | sort
+  } | cw_hash
+}
+# CPU seconds of this shell and its children; \`times\` must run in this shell (not a subshell): two lines follow the marker
+cw_cpu() { printf '%s ' CW-CPU; times; }
 
 cw_setup() {
   trap '' HUP PIPE
@@ -128,10 +163,15 @@ cw_lock() {
 cw_unlock() { if [ -n "${'$'}{cw_unlock_dir:-}" ]; then rmdir "$cw_state/lock.d" 2>/dev/null; fi; }
 
 cw_recorded() {
-  cw_rec_bundle= cw_rec_live=
+  cw_rec_bundle= cw_rec_live= cw_rec_quick=
   if [ -r "$cw_state/fleet-applied" ]; then
-    { read -r cw_rec_bundle; read -r cw_rec_live; } < "$cw_state/fleet-applied" || true
+    { read -r cw_rec_bundle; read -r cw_rec_live; read -r cw_rec_quick; } < "$cw_state/fleet-applied" || true
   fi
+}
+# record: bundle hash, full live hash, cheap live fingerprint
+cw_record() { # $1 = full live hash
+  { printf '%s\n' "$cw_bundle" "$1"; cw_quick; } > "$cw_state/fleet-applied.new" &&
+    mv "$cw_state/fleet-applied.new" "$cw_state/fleet-applied"
 }
 
 # payload for one family: drop FORWARD jumps that already exist, flush and
@@ -167,6 +207,33 @@ cw_payload() { # $1 = iptables|ip6tables, $2 = bundle file, $3 = live CW- part
         print lines[i]
       }
     }' "$2"
+}
+
+# restore lines rebuilding each existing, non-dynamic set of the bundle whose live
+# entries differ from the bundle's: create cw-x-N like it, add the entries, swap, destroy
+cw_drifted() { # $1 = bundle ipset.restore, $2 = live state (cw_live), $3 = live set names
+  awk -v live="$2" -v names="$3" '
+    function norm(e) { sub(/\/(32|128)$/, "", e); return e }
+    BEGIN {
+      while ((getline l < names) > 0) have[l] = 1
+      while ((getline l < live) > 0) {
+        split(l, w, " ")
+        if (w[1] == "add") { liveent[w[2] " " norm(w[3])] = 1; livecnt[w[2]]++ }
+      }
+    }
+    $1 == "create" && ($2 in have) && $2 !~ /^cw-d-/ { chk[$2] = 1; cl[$2] = $0; next }
+    $1 == "add" && ($2 in chk) { want[$2]++; ent[$2, want[$2]] = $0; if (!(($2 " " norm($3)) in liveent)) bad[$2] = 1 }
+    END {
+      for (s in chk) {
+        if (!bad[s] && want[s] + 0 == livecnt[s] + 0) continue
+        t = "cw-x-" (++n)
+        if (t in have) print "destroy " t
+        c = cl[s]; sub(/^create [^ ]+/, "create " t, c); print c
+        for (i = 1; i <= want[s]; i++) { e = ent[s, i]; sub(/^add [^ ]+/, "add " t, e); print e }
+        print "swap " t " " s
+        print "destroy " t
+      }
+    }' "$1"
 }
 
 # restore the CW- part of a snapshot: chains as they were, chains added since removed
@@ -247,6 +314,8 @@ cw_apply() {
   cw_now=$(cw_hash < "$d/live.before")
   cw_recorded
   if [ "$cw_rec_bundle" = "$cw_bundle" ] && [ "$cw_rec_live" = "$cw_now" ]; then
+    # a record from before the fingerprint existed gains it (no firewall write)
+    if [ -z "$cw_rec_quick" ]; then cw_record "$cw_now"; fi
     cw_result unchanged; cw_unlock; return
   fi
   cw_phase applying
@@ -260,6 +329,9 @@ cw_apply() {
   awk -v before="$d/sets.before" 'BEGIN { while ((getline l < before) > 0) have[l] = 1 }
     ($1 == "create" || $1 == "add" || $1 == "flush") && ($2 in have) { next } { print }' \
     "$d/ipset.restore" > "$d/sets.new"
+  # existing sets of the bundle whose entries drifted (deleted or added by hand) are
+  # rebuilt aside under a temporary name and swapped in (atomic per set)
+  cw_drifted "$d/ipset.restore" "$d/live.before" "$d/sets.before" >> "$d/sets.new"
   if [ -s "$d/sets.new" ]; then
     ipset restore < "$d/sets.new" 2>>"$d/err" || cw_rollback "ipset restore refused the sets: $(cw_err)"
   fi
@@ -283,9 +355,7 @@ cw_apply() {
   ipset list -n 2>/dev/null | while read -r s; do
     case "$s" in cw-d-*) ;; cw-*) grep -qxF -- "$s" "$d/sets.bundle" || ipset destroy "$s" 2>/dev/null ;; esac
   done
-  cw_live | cw_hash > "$d/live.hash"
-  { printf '%s\n' "$cw_bundle"; cat "$d/live.hash"; } > "$cw_state/fleet-applied.new" &&
-    mv "$cw_state/fleet-applied.new" "$cw_state/fleet-applied"
+  cw_record "$(cw_live | cw_hash)"
   cw_result changed
   cw_unlock
 }
@@ -301,10 +371,17 @@ cw_plan() {
   else cw_result would-change; fi
 }
 
+cw_probe() {
+  cw_recorded
+  printf '%s %s %s %s\n' CW-PROBE "${'$'}{cw_rec_bundle:-none}" "${'$'}{cw_rec_quick:-none}" "$(cw_quick)"
+}
+
 cw_main() {
   case "$cw_mode" in
     apply) cw_apply ;;
     plan) cw_plan ;;
+    probe) cw_probe ;;
   esac
+  cw_cpu
 }
 `;
