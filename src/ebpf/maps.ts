@@ -1,0 +1,268 @@
+/**
+ * Plan -> contents of the classifier's maps (program.ts).
+ *
+ * The verdict depends on the source, the destination, the protocol and the
+ * port (or icmp type/code). The address spaces are partitioned into classes:
+ * two addresses are in the same source (destination) class when every set the
+ * Plan matches sources (destinations) against holds both or neither, so the
+ * Plan cannot tell them apart. Classes are disjoint, so the LPM tries hold
+ * disjoint prefixes and the longest match is the only match. The port axis is
+ * cut at every bound a rule or a net,port set uses. The verdict of each
+ * (source class, destination class, protocol, port interval) is then taken
+ * from evaluatePlan on a representative packet: the eBPF verdicts are the
+ * reference evaluator's by construction, for a new connection (the program is
+ * stateless, see docs/ebpf.md).
+ *
+ * Dynamic member sets are empty here (the program has no run-time membership
+ * yet): a dynamic-group source is classified by its address alone.
+ */
+import { AddrSet, type Family } from '../core/index.js';
+import { evaluatePlan, type PacketProto } from '../compile/evaluate.js';
+import type { FamilyPlan, Plan, PlanSet } from '../compile/plan.js';
+import { KEY_SIZE, MAP_NAMES, VERDICT_PORT_BIT } from './program.js';
+
+export const PROTO_NUM = { tcp: 6, udp: 17, icmp: 1, icmpv6: 58 } as const;
+/** a protocol no rule names (stands for every other protocol in evaluation) */
+const OTHER = 'other' as PacketProto;
+const MAX_CLASS = 0xffff;
+
+export interface MapEntry { key: Buffer; value: Buffer }
+export interface MapContents {
+  /** map name -> entries */
+  maps: Record<string, MapEntry[]>;
+  stats: { srcClasses: number; dstClasses: number; verdicts: number; evaluations: number };
+}
+
+/** inclusive [start, end] over `bits`-bit numbers -> minimal prefixes [base, length] */
+export function rangePrefixes(start: bigint, end: bigint, bits: number): Array<[bigint, number]> {
+  const out: Array<[bigint, number]> = [];
+  let s = start;
+  while (s <= end) {
+    let len = bits;
+    // grow the block while aligned and inside the range
+    while (len > 0) {
+      const size = 1n << BigInt(bits - len + 1);
+      if (s % size !== 0n || s + size - 1n > end) break;
+      len--;
+    }
+    out.push([s, len]);
+    s += 1n << BigInt(bits - len);
+  }
+  return out;
+}
+
+function ranges(a: AddrSet, f: Family): Array<[bigint, bigint]> {
+  const out: Array<[bigint, bigint]> = [];
+  if (f === 4) for (let i = 0; i < a.v4.length; i += 2) out.push([BigInt(a.v4[i]), BigInt(a.v4[i + 1])]);
+  else for (let i = 0; i < a.v6.length; i += 4) out.push([(a.v6[i] << 64n) | a.v6[i + 1], (a.v6[i + 2] << 64n) | a.v6[i + 3]]);
+  return out;
+}
+
+function addrText(v: bigint, f: Family): string {
+  if (f === 4) return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 0xffn)).join('.');
+  const g: string[] = [];
+  for (let i = 7; i >= 0; i--) g.push(((v >> BigInt(i * 16)) & 0xffffn).toString(16));
+  return g.join(':');
+}
+
+function bigBytes(v: bigint, n: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = n - 1; i >= 0; i--) { b[i] = Number(v & 0xffn); v >>= 8n; }
+  return b;
+}
+
+function lpmKey(prefixlen: number, data: Buffer): Buffer {
+  const k = Buffer.alloc(4 + data.length);
+  k.writeUInt32LE(prefixlen, 0);
+  data.copy(k, 4);
+  return k;
+}
+
+/** a class id as the map value: its two big-endian bytes first (copied into the verdict key as they are) */
+function classValue(id: number): Buffer {
+  const v = Buffer.alloc(4);
+  v.writeUInt16BE(id, 0);
+  return v;
+}
+
+function u32(n: number): Buffer {
+  const v = Buffer.alloc(4);
+  v.writeUInt32LE(n, 0);
+  return v;
+}
+
+interface Leaf { addrs: AddrSet; proto?: 'tcp' | 'udp'; port?: number }
+
+/** every address set the plan matches `dir` against, lists expanded; net,port entries as separate leaves */
+function leaves(fp: FamilyPlan, dir: 'src' | 'dst'): Leaf[] {
+  const sets = new Map<string, PlanSet>(fp.sets.map((s) => [s.name, s]));
+  const out: Leaf[] = [];
+  const seen = new Set<string>();
+  const visit = (name: string) => {
+    if (seen.has(name)) return;
+    seen.add(name);
+    const s = sets.get(name);
+    if (!s) throw new Error(`ebpf maps: unknown set ${name}`);
+    const k = s.kind;
+    if (k.type === 'net') out.push({ addrs: k.addrs });
+    else if (k.type === 'net,port') for (const e of k.byPort) out.push({ addrs: e.addrs, proto: e.proto, port: e.port });
+    else if (k.type === 'list') k.members.forEach(visit);
+    // dynamic: filled at run time, empty for the eBPF maps (see the file comment)
+  };
+  for (const c of fp.chains) for (const r of c.rules) { const m = r.match[dir]; if (m) visit(m.set); }
+  return out;
+}
+
+/** split the family's whole address space by every leaf; returns the classes (disjoint, non-empty) */
+function partition(f: Family, ls: Leaf[]): AddrSet[] {
+  let parts = [AddrSet.all().family(f)];
+  const done = new Set<string>();
+  for (const l of ls) {
+    const a = l.addrs.family(f);
+    const h = a.hash();
+    if (done.has(h) || a.isEmpty()) continue;
+    done.add(h);
+    const next: AddrSet[] = [];
+    for (const p of parts) {
+      const inside = p.intersect(a);
+      if (inside.isEmpty()) { next.push(p); continue; }
+      const outside = p.difference(a);
+      next.push(inside);
+      if (!outside.isEmpty()) next.push(outside);
+    }
+    parts = next;
+  }
+  return parts;
+}
+
+/** cut points of the 16-bit port axis of one protocol: intervals [from, to] on which no rule can tell ports apart */
+function portIntervals(fp: FamilyPlan, proto: 'tcp' | 'udp' | 'icmp' | 'icmpv6', extra: Leaf[]): Array<[number, number]> {
+  const cuts = new Set<number>([0, 0x10000]);
+  const cut = (from: number, to: number) => { cuts.add(from); cuts.add(to + 1); };
+  for (const c of fp.chains) {
+    for (const r of c.rules) {
+      const m = r.match;
+      if (m.proto !== proto) continue;
+      for (const d of m.dports ?? []) cut(d.from, d.to);
+      if (m.icmp && m.icmp.type !== -1) {
+        if (m.icmp.code === -1) cut(m.icmp.type << 8, (m.icmp.type << 8) | 0xff);
+        else cut((m.icmp.type << 8) | m.icmp.code, (m.icmp.type << 8) | m.icmp.code);
+      }
+    }
+  }
+  for (const l of extra) if (l.proto === proto && l.port !== undefined) cut(l.port, l.port);
+  const xs = [...cuts].sort((a, b) => a - b);
+  const out: Array<[number, number]> = [];
+  for (let i = 0; i + 1 < xs.length; i++) out.push([xs[i], xs[i + 1] - 1]);
+  return out;
+}
+
+/**
+ * The map contents for a plan: classes in cw_src4/cw_dst4/cw_src6/cw_dst6 and
+ * the verdicts in cw_verdict (value 0 pass, 1 drop). Deterministic: the same
+ * plan gives byte-identical contents.
+ */
+export function planMaps(plan: Plan): MapContents {
+  const maps: Record<string, MapEntry[]> = {
+    [MAP_NAMES.src4]: [], [MAP_NAMES.dst4]: [], [MAP_NAMES.src6]: [], [MAP_NAMES.dst6]: [], [MAP_NAMES.verdict]: [],
+  };
+  const stats = { srcClasses: 0, dstClasses: 0, verdicts: 0, evaluations: 0 };
+  let nextSrc = 1, nextDst = 0;
+  for (const f of [4, 6] as const) {
+    const fp = plan.families[f];
+    const srcLeaves = leaves(fp, 'src'), dstLeaves = leaves(fp, 'dst');
+    const srcs = partition(f, srcLeaves), dsts = partition(f, dstLeaves);
+    const bits = f === 4 ? 32 : 128;
+    const rep = (a: AddrSet) => addrText(ranges(a, f)[0][0], f);
+    const dstIds = dsts.map(() => nextDst++);
+    if (nextDst > MAX_CLASS + 1) throw new Error(`ebpf maps: more than ${MAX_CLASS + 1} destination classes`);
+    dsts.forEach((d, i) => {
+      for (const [s, e] of ranges(d, f)) {
+        for (const [base, len] of rangePrefixes(s, e, bits)) {
+          maps[f === 4 ? MAP_NAMES.dst4 : MAP_NAMES.dst6].push({ key: lpmKey(len, bigBytes(base, bits / 8)), value: classValue(dstIds[i]) });
+        }
+      }
+    });
+    const protos = (['tcp', 'udp', f === 4 ? 'icmp' : 'icmpv6'] as const).map((p) => ({ p, iv: portIntervals(fp, p, [...srcLeaves, ...dstLeaves]) }));
+    for (const src of srcs) {
+      const srcAddr = rep(src);
+      const verdicts: MapEntry[] = [];
+      let denies = 0;
+      const sc = nextSrc;
+      dsts.forEach((d, di) => {
+        const dc = dstIds[di];
+        const dstAddr = rep(d);
+        const verdict = (proto: PacketProto, port?: number): number => {
+          stats.evaluations++;
+          const icmp = proto === 'icmp' || proto === 'icmpv6';
+          const ev = evaluatePlan(plan, {
+            src: srcAddr, dst: dstAddr, proto,
+            ...(icmp ? { type: (port ?? 0) >> 8, code: (port ?? 0) & 0xff } : proto === OTHER ? {} : { port }),
+          });
+          return ev.verdict === 'deny' ? 1 : 0;
+        };
+        const head = Buffer.alloc(8);
+        head.writeUInt16BE(sc, 0);
+        head.writeUInt16BE(dc, 2);
+        const other = verdict(OTHER);
+        denies += other;
+        verdicts.push({ key: lpmKey(32, head), value: u32(other) });
+        for (const { p, iv } of protos) {
+          // merge adjacent intervals with the same verdict
+          const runs: Array<[number, number, number]> = [];
+          for (const [from, to] of iv) {
+            const v = verdict(p, from);
+            const last = runs[runs.length - 1];
+            if (last && last[2] === v) last[1] = to;
+            else runs.push([from, to, v]);
+          }
+          if (runs.length === 1 && runs[0][2] === other) continue; // the 32-bit entry already says it
+          for (const [from, to, v] of runs) {
+            denies += v;
+            for (const [base, len] of rangePrefixes(BigInt(from), BigInt(to), 16)) {
+              const data = Buffer.from(head);
+              data[4] = PROTO_NUM[p];
+              data.writeUInt16BE(Number(base), 6);
+              verdicts.push({ key: lpmKey(VERDICT_PORT_BIT + len, data), value: u32(v) });
+            }
+          }
+        }
+      });
+      // a class that passes everything needs no entries: not in cw_src* means not governed
+      if (denies === 0) continue;
+      nextSrc++;
+      if (sc > MAX_CLASS) throw new Error(`ebpf maps: more than ${MAX_CLASS} source classes`);
+      stats.srcClasses++;
+      for (const [s, e] of ranges(src, f)) {
+        for (const [base, len] of rangePrefixes(s, e, bits)) {
+          maps[f === 4 ? MAP_NAMES.src4 : MAP_NAMES.src6].push({ key: lpmKey(len, bigBytes(base, bits / 8)), value: classValue(sc) });
+        }
+      }
+      maps[MAP_NAMES.verdict].push(...verdicts);
+    }
+    stats.dstClasses += dsts.length;
+  }
+  stats.verdicts = maps[MAP_NAMES.verdict].length;
+  for (const [name, es] of Object.entries(maps)) {
+    const want = name === MAP_NAMES.verdict ? KEY_SIZE.verdict : name.endsWith('4') ? KEY_SIZE.addr4 : KEY_SIZE.addr6;
+    for (const e of es) if (e.key.length !== want) throw new Error(`ebpf maps: ${name} key of ${e.key.length} bytes`);
+  }
+  return { maps, stats };
+}
+
+const hex = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(' ');
+
+/** `bpftool batch file` input filling the maps pinned under `pinDir` (one pinned file per map name) */
+export function bpftoolBatch(c: MapContents, pinDir: string): string {
+  const lines: string[] = [];
+  for (const [name, es] of Object.entries(c.maps)) {
+    for (const e of es) lines.push(`map update pinned ${pinDir}/${name} key hex ${hex(e.key)} value hex ${hex(e.value)}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** the map contents as JSON (what `compile --backend ebpf` writes as maps.json) */
+export function mapsJson(c: MapContents): string {
+  const maps = Object.fromEntries(Object.entries(c.maps).map(([n, es]) => [n, es.map((e) => ({ key: e.key.toString('hex'), value: e.value.toString('hex') }))]));
+  return JSON.stringify({ format: 'cellwall-ebpf-maps/1', stats: c.stats, maps }, null, 1) + '\n';
+}
