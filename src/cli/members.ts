@@ -12,14 +12,14 @@ export function register(program: Command, ctx: CliContext): void {
     .argument('<group>', 'a dynamic group of the applied policy')
     .argument('[addresses...]', 'IPv4/IPv6 addresses or CIDRs (add, del)')
     .option('--phase <phase>', 'running or staging', 'running')
-    .option('--backend <backend>', 'backend the policy was applied with (iptables)', 'iptables')
+    .option('--backend <backend>', 'backend the policy was applied with (iptables or nft)', 'iptables')
     .option('--json', 'machine-readable result')
     .action(async (action: string, group: string, addresses: string[], o: MembersCliOptions) => {
       if (action !== 'add' && action !== 'del' && action !== 'list') throw new CellwallError(`members: unknown action "${action}" (expected add, del or list)`);
       if (o.phase !== 'running' && o.phase !== 'staging') throw new CellwallError(`--phase: expected running or staging, got "${o.phase}"`);
-      if (o.backend !== 'iptables') throw new CellwallError(`--backend ${o.backend}: members supports only the iptables backend for now`);
+      if (o.backend !== 'iptables' && o.backend !== 'nft') throw new CellwallError(`--backend ${o.backend}: members supports the iptables and nft backends (expected iptables or nft)`);
       const { runMembers } = await import('../members/index.js');
-      const r = await runMembers({ action, group, phase: o.phase, addresses });
+      const r = await runMembers({ action, group, phase: o.phase, addresses, backend: o.backend });
       if (o.json) ctx.stdout.write(JSON.stringify(r) + '\n');
       else if (action === 'list') ctx.stdout.write(r.members.map((m) => m + '\n').join(''));
       else ctx.stdout.write(`${action === 'add' ? 'added' : 'removed'} ${r.members.length} ${r.phase} member(s) of ${r.group}\n`);

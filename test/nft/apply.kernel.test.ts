@@ -4,7 +4,9 @@
  * `ip netns exec <cell> node bin/cellwall.js apply ... --backend nft`, so nft
  * only ever sees the cell's table. Each state is shown by real traffic (v1
  * lets the VPC database through and refuses the web, v2 the other way round)
- * and by the live table (`nft -j list table inet cellwall`).
+ * and by the live table (`nft -j list table inet cellwall`). Also
+ * `members --backend nft`: a source that is only governed once it is a
+ * member of the dynamic group.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,7 +24,7 @@ const policy = (asgs: string): string => `version: 1
 mode: tighten
 defaults: { deny: reject }
 networks:
-  overlay: [10.255.0.0/16, "fd00:255::/64"]
+  overlay: [10.255.0.2-10.255.0.4, "fd00:255::2-fd00:255::3"]     # .5 and ::5 only through membership
   vpc: [10.0.0.0/8, "fd00:10::/64"]
   anywhere: [0.0.0.0/0, "::/0"]
 security_groups:
@@ -215,5 +217,39 @@ describe.skipIf(kernel.skip)('apply --backend nft on a cell (kernel)', () => {
     // same rules and sets as before the killed apply (the snapshot reloads them, so handles may differ)
     const strip = (s: string | null): string => (s ?? '').replace(/"handle": \d+(, )?/g, '');
     expect(strip(await tableJson())).toBe(strip(before));
+  }, 120_000);
+
+  function members(args: string[]): Promise<ExecResult> {
+    return t.exec(t.cell, [process.execPath, BIN, 'members', ...args, '--backend', 'nft'], 60_000);
+  }
+
+  it('members --backend nft: add governs the source (both families, one transaction), list shows it, del releases it', async () => {
+    const none = await members(['list', 'sandbox']);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain('apply a policy');
+    expect((await apply(pol('v1'))).code).toBe(0);
+    const web = async (): Promise<string> => (await Promise.all([
+      t.tcp('10.255.0.5', '203.0.113.10', 80, { timeoutMs: 4000 }), t.tcp('fd00:255::5', '2001:db8::10', 80, { timeoutMs: 4000 }),
+    ])).map((r) => r.outcome).join(',');
+    expect(await web()).toBe('ok,ok'); // not governed yet
+    const add = await members(['add', 'sandbox', '10.255.0.5', 'fd00:255::5']);
+    expect(add.code, add.stderr).toBe(0);
+    expect(add.stdout).toContain('added 2 running member(s) of sandbox');
+    expect(await web()).toBe('refused,refused');
+    expect((await t.tcp('10.255.0.5', '10.0.0.10', 5432, { timeoutMs: 4000 })).outcome).toBe('ok');
+    const list = await members(['list', 'sandbox', '--json']);
+    expect((JSON.parse(list.stdout) as { members: string[] }).members).toEqual(['10.255.0.5', 'fd00:255::5']);
+    // a bad address: nothing changes
+    const bad = await members(['add', 'sandbox', '10.255.0.6', '10.255.0.300']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('10.255.0.300');
+    expect((await members(['list', 'sandbox'])).stdout).toBe('10.255.0.5\nfd00:255::5\n');
+    // a re-apply keeps the members
+    expect((await apply(pol('v1'))).stdout).toContain('no changes');
+    const del = await members(['del', 'sandbox', '10.255.0.5', 'fd00:255::5', '10.255.0.6']);
+    expect(del.code, del.stderr).toBe(0);
+    expect(del.stdout).toContain('removed 2 running member(s)');
+    expect((await members(['list', 'sandbox'])).stdout).toBe('');
+    expect(await web()).toBe('ok,ok');
   }, 120_000);
 });
