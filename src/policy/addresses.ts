@@ -4,12 +4,14 @@
  * sets (network names followed, `!` exclusions applied after inclusions,
  * cycles reported).
  */
-import { AddrSet, parseEntries } from '../core/index.js';
+import { AddrSet, parseEntries, parseLines } from '../core/index.js';
 import type { Family, ParsedEntry } from '../core/index.js';
 import type { SourceLoc } from '../errors.js';
 import type { Node } from 'yaml';
 import type { Reader } from './source.js';
 import { suggest } from './source.js';
+
+const enc = new TextEncoder();
 
 /** network names: not confusable with an address (no leading digit, no ':' or '/') */
 export const NAME_RE = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
@@ -49,6 +51,22 @@ export class AddressPool {
   }
 
   get size(): number { return this.texts.length; }
+
+  /** CIDRs with host bits set are errors (the policy's `strict`); set before any entry is read */
+  strict = true;
+
+  /**
+   * A comma list of literal entries (an ASG destination) parsed in one core
+   * call straight into its union, without per-entry sets. Undefined when any
+   * item needs the per-entry path: a network name, an empty or malformed item
+   * (its message names the exact character), or a `#` (a comment to the line
+   * parser).
+   */
+  literalUnion(text: string, items: number): AddrSet | undefined {
+    if (text.includes('#')) return undefined;
+    const r = parseLines(enc.encode(text), { strict: this.strict });
+    return r.errors.length === 0 && r.count === items ? r.set : undefined;
+  }
 
   /** One core call for all entries; bad entries are reported at the exact character. */
   parse(strict: boolean): void {

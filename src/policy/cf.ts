@@ -6,6 +6,7 @@
  */
 import { isSeq, type Node } from 'yaml';
 import type { SourceLoc } from '../errors.js';
+import type { AddrSet } from '../core/index.js';
 import type { PortRange, Protocol } from './model.js';
 import { AddressPool, NAME_RE, type EntryItem } from './addresses.js';
 import { child, type Reader } from './source.js';
@@ -20,6 +21,8 @@ const ICMP_FORM = 'an integer from -1 to 255 (-1 means any)';
 export interface RawRule {
   protocol: Protocol;
   items: EntryItem[];
+  /** the destination's union when it is a list of literal entries only (then items is empty) */
+  literal?: AddrSet;
   destinationText: string;
   ports?: PortRange[];
   icmpType?: number;
@@ -98,7 +101,8 @@ export function readPorts(r: Reader, raw: unknown, path: string, allowNumber: bo
 }
 
 /** Split a CF destination (comma list, no whitespace) into entries, as Cloud Controller does. */
-export function readDestination(r: Reader, raw: unknown, path: string, pool: AddressPool): { text: string; items: EntryItem[] } | undefined {
+export function readDestination(r: Reader, raw: unknown, path: string, pool: AddressPool, literalOk = false):
+  { text: string; items: EntryItem[]; literal?: AddrSet } | undefined {
   const node = r.deref(raw);
   const s = r.scalar(raw);
   if (!s || typeof s.value !== 'string') {
@@ -111,10 +115,15 @@ export function readDestination(r: Reader, raw: unknown, path: string, pool: Add
     r.error(s, path, `destination ${JSON.stringify(text)} must not contain whitespace`, DEST_FORM, ws);
     return undefined;
   }
+  const parts = text.split(',');
+  if (literalOk) {
+    const literal = pool.literalUnion(text, parts.length);
+    if (literal) return { text, items: [], literal };
+  }
   const items: EntryItem[] = [];
   let offset = 0;
   let ok = true;
-  for (const part of text.split(',')) {
+  for (const part of parts) {
     const dash = part.indexOf('-');
     if (part === '') {
       r.error(s, path, text === '' ? 'empty destination' : `empty item in destination ${JSON.stringify(text)}`, DEST_FORM, offset);
@@ -146,9 +155,13 @@ export function readCfRule(r: Reader, raw: unknown, path: string, pool: AddressP
   if (!present('protocol')) r.error(m, child(path, 'protocol'), 'missing protocol', PROTOCOLS.join(' | '));
   else protocol = r.oneOf(f.get('protocol')!.value, child(path, 'protocol'), PROTOCOLS);
 
-  let dest: { text: string; items: EntryItem[] } | undefined;
+  let dest: { text: string; items: EntryItem[]; literal?: AddrSet } | undefined;
   if (!present('destination')) r.error(m, child(path, 'destination'), 'missing destination', DEST_FORM);
-  else dest = readDestination(r, f.get('destination')!.value, child(path, 'destination'), pool);
+  else {
+    // icmp/icmpv6 check each entry's family, so they keep the per-entry path
+    const literalOk = protocol !== undefined && protocol !== 'icmp' && protocol !== 'icmpv6';
+    dest = readDestination(r, f.get('destination')!.value, child(path, 'destination'), pool, literalOk);
+  }
 
   let log = false;
   if (present('log')) log = r.bool(f.get('log')!.value, child(path, 'log')) ?? false;
@@ -173,7 +186,7 @@ export function readCfRule(r: Reader, raw: unknown, path: string, pool: AddressP
     }
   }
   if (r.diags.errorCount > errorsBefore || !protocol || !dest) return undefined;
-  return { ...(rule as RawRule), items: dest.items, destinationText: dest.text };
+  return { ...(rule as RawRule), items: dest.items, ...(dest.literal ? { literal: dest.literal } : {}), destinationText: dest.text };
 }
 
 export const V3_KEYS = ['guid', 'created_at', 'updated_at', 'name', 'globally_enabled', 'rules', 'relationships', 'links', 'metadata'] as const;

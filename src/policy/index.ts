@@ -499,6 +499,7 @@ class Loader {
 
   /** An ASG rule's destination set; icmp takes IPv4 only, icmpv6 IPv6 only. */
   destination(res: Resolver, raw: RawRule): AddrSet | undefined {
+    if (raw.literal) return raw.literal;
     const fam: Family | undefined = raw.protocol === 'icmp' ? 4 : raw.protocol === 'icmpv6' ? 6 : undefined;
     const sets: AddrSet[] = [];
     let ok = true;
@@ -560,6 +561,7 @@ export async function loadPolicyText(text: string, file: string, baseDir: string
   if (mode) L.mode = r.oneOf(mode.value, 'mode', ['tighten', 'enforce'] as const) ?? 'tighten';
   const strict = top.get('strict');
   if (strict) L.strict = r.bool(strict.value, 'strict') ?? true;
+  L.pool.strict = L.strict;
   const sections: Array<[string, (r: Reader, f: Field) => void | Promise<void>]> = [
     ['defaults', (rr, f) => L.readDefaults(rr, f)],
     ['networks', (rr, f) => L.readNetworks(rr, f)],
