@@ -43,8 +43,7 @@ export function requireSegment(policy: Policy, segment: string | undefined): str
 
 function checkBackend(b: string | undefined): void {
   const backend = b ?? 'iptables';
-  if (backend === 'iptables' || backend === 'nft') return;
-  if ((BACKENDS as readonly string[]).includes(backend)) throw new CellwallError(`backend ${backend} is not yet supported (available: iptables, nft)`);
+  if ((BACKENDS as readonly string[]).includes(backend)) return;
   throw new CellwallError(`unknown backend ${JSON.stringify(backend)} (expected one of: ${BACKENDS.join(', ')})`);
 }
 
@@ -65,10 +64,12 @@ export async function runCompile(file: string, o: CompileCliOptions, ctx: CliCon
   const policy = await load(file);
   const segment = requireSegment(policy, o.segment);
   const result: CompileResult = compileSegment(policy, segment);
-  const files: Record<string, string> = { ...renderAll(result.plan) };
-  // the nft backend adds its one-transaction script to the same files (SPEC §3)
-  if (o.backend === 'nft') {
-    files['ruleset.nft'] = (await import('../render/nft.js')).renderNft(result.plan);
+  const files: Record<string, string | Buffer> = { ...renderAll(result.plan) };
+  // the nft backend adds its one-transaction script to the same files (SPEC §3),
+  // the eBPF backend its object and map contents
+  if (o.backend === 'nft' || o.backend === 'ebpf') {
+    if (o.backend === 'nft') files['ruleset.nft'] = (await import('../render/nft.js')).renderNft(result.plan);
+    else Object.assign(files, (await import('../render/ebpf.js')).renderEbpf(result.plan));
     // the manifest hashes every file written, ruleset.nft included
     const { 'manifest.json': _, ...payloads } = files;
     files['manifest.json'] = renderManifest(result.plan, payloads as unknown as Payloads);

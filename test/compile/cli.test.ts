@@ -54,7 +54,7 @@ describe('cellwall compile', () => {
 
   it('unknown segment and unsupported backends are clear errors', async () => {
     await expect(runCompile(POLICY, { segment: 'nope' }, ctx().ctx)).rejects.toThrow(/unknown segment "nope" \(segments in .*: shared, egress-restricted-1\)/);
-    await expect(runCompile(POLICY, { segment: 'shared', backend: 'ebpf' }, ctx().ctx)).rejects.toThrow(/backend ebpf is not yet supported/);
+    await expect(runCompile(POLICY, { segment: 'shared', backend: 'bogus' }, ctx().ctx)).rejects.toThrow(/unknown backend "bogus"/);
     await expect(runCompile(POLICY, { segment: 'shared', backend: 'pf' }, ctx().ctx)).rejects.toThrow(CellwallError);
   });
 
