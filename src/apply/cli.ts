@@ -23,13 +23,13 @@ export interface ApplyCommand extends InputSpec {
 export async function runApplyCommand(o: ApplyCommand, ctx: CliContext): Promise<number> {
   const stateDir = stateDirOf(o.stateDir);
   const log = (line: string): void => { ctx.stderr.write(`cellwall: ${line}\n`); };
-  if (o.backend === 'nft') return await runNftApply(o, ctx, stateDir, log);
   if (o.watch !== undefined) {
     const secs = Number(o.watch);
     if (!Number.isFinite(secs) || secs <= 0) throw new CellwallError(`--watch: expected a number of seconds > 0, got "${o.watch}"`);
     if (o.dryRun) throw new CellwallError('--watch and --dry-run do not go together');
-    return await watch(o, { stateDir, iptables: o.iptables, lockTimeout: o.lockTimeout, intervalSec: secs, log, json: !!o.json, out: ctx.stdout });
+    return await watch(o, { stateDir, iptables: o.iptables, lockTimeout: o.lockTimeout, intervalSec: secs, log, json: !!o.json, out: ctx.stdout, backend: o.backend });
   }
+  if (o.backend === 'nft') return await runNftApply(o, ctx, stateDir, log);
   if (typeof process.getuid === 'function' && process.getuid() !== 0 && !o.dryRun) {
     log('warning: not running as root; iptables and ipset will most likely refuse');
   }
@@ -44,7 +44,6 @@ export async function runApplyCommand(o: ApplyCommand, ctx: CliContext): Promise
 }
 
 async function runNftApply(o: ApplyCommand, ctx: CliContext, stateDir: string, log: (line: string) => void): Promise<number> {
-  if (o.watch !== undefined) throw new CellwallError('--watch is not supported with --backend nft yet');
   const { applyNft, loadNftInput } = await import('./nft.js');
   const r = await applyNft(await loadNftInput(o), { stateDir, dryRun: o.dryRun, lockTimeout: o.lockTimeout, log });
   report(r, o.json ?? false, ctx);

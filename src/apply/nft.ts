@@ -26,7 +26,11 @@ import { cellwallVersion, ensureStateDir, journalPath, manifestPath, readJson, w
 
 export const NFT_BACKEND = 'nft';
 
-export interface NftInput { script: string; source: string; policyHash: string | null; segment: string | null; stamp: string }
+export interface NftInput {
+  script: string; source: string; policyHash: string | null; segment: string | null; stamp: string;
+  /** the script's state as read back from a private netns (computed once per input: --watch re-applies the same input) */
+  desired?: NftState;
+}
 
 export async function loadNftInput(spec: InputSpec): Promise<NftInput> {
   const stamp = await inputStamp(spec);
@@ -120,7 +124,7 @@ export async function applyNft(input: NftInput, opts: NftApplyOptions): Promise<
   const warnings: string[] = [];
   const reason = 'chosen with --backend nft';
   const target = sha(`ruleset.nft\0${input.script}`);
-  const want = await desiredOf(input);
+  const want = (input.desired ??= await desiredOf(input));
   const result = (changed: boolean, dryRun: boolean, plan: NftPlan, live: NftState | null, recovered: string | null, read: number, write: number): NftApplyResult => ({
     changed, dryRun, plan, planText: formatNftPlan(plan, want), backend: NFT_BACKEND, backendReason: reason,
     hashes: live ? { table: nftStateHash(live) } : null, recovered, warnings, ms: { total: performance.now() - t0, read, write },

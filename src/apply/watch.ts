@@ -6,7 +6,7 @@
  * apply in progress, if any. Reloads the input when its files change.
  */
 import { applyPayload } from './index.js';
-import { inputStamp, loadInput, type Input, type InputSpec } from './source.js';
+import { inputStamp, loadInput, type InputSpec } from './source.js';
 
 export interface WatchOptions {
   stateDir: string;
@@ -16,6 +16,31 @@ export interface WatchOptions {
   log: (line: string) => void;
   json: boolean;
   out: NodeJS.WritableStream;
+  /** iptables (default) or nft */
+  backend?: string;
+}
+
+interface Reconciler {
+  stamp: string;
+  source: string;
+  apply(o: WatchOptions): Promise<{ changed: boolean; recovered: string | null; backend: string; hashes: unknown; planText: string; ms: { total: number } }>;
+}
+
+/** load the input for the watched backend, bound to that backend's apply */
+async function load(spec: InputSpec, o: WatchOptions): Promise<Reconciler> {
+  if (o.backend === 'nft') {
+    const { applyNft, loadNftInput } = await import('./nft.js');
+    const input = await loadNftInput(spec);
+    return { stamp: input.stamp, source: input.source, apply: (w) => applyNft(input, { stateDir: w.stateDir, lockTimeout: Math.min(w.lockTimeout, w.intervalSec), log: w.log }) };
+  }
+  const input = await loadInput(spec);
+  return {
+    stamp: input.stamp, source: input.payload.source,
+    apply: (w) => applyPayload(input.payload, {
+      stateDir: w.stateDir, iptables: w.iptables, lockTimeout: Math.min(w.lockTimeout, w.intervalSec),
+      policyHash: input.policyHash, segment: input.segment, log: w.log,
+    }),
+  };
 }
 
 export async function watch(spec: InputSpec, o: WatchOptions): Promise<number> {
@@ -35,25 +60,22 @@ export async function watch(spec: InputSpec, o: WatchOptions): Promise<number> {
     else o.log(text);
   };
   try {
-    let input: Input = await loadInput(spec);
+    let input: Reconciler = await load(spec, o);
     let first = true;
-    event('start', { interval: o.intervalSec, source: input.payload.source }, `watching ${input.payload.source} every ${o.intervalSec}s (state dir ${o.stateDir})`);
+    event('start', { interval: o.intervalSec, source: input.source }, `watching ${input.source} every ${o.intervalSec}s (state dir ${o.stateDir})`);
     while (!stopping) {
       const stamp = await inputStamp(spec).catch(() => input.stamp);
       if (stamp !== input.stamp) {
         try {
-          input = await loadInput(spec);
-          event('reload', { source: input.payload.source }, `input changed: reloaded ${input.payload.source}`);
+          input = await load(spec, o);
+          event('reload', { source: input.source }, `input changed: reloaded ${input.source}`);
         } catch (e) {
           event('error', { error: (e as Error).message }, `input changed but cannot be loaded, keeping the previous one: ${(e as Error).message}`);
           input = { ...input, stamp };
         }
       }
       try {
-        const r = await applyPayload(input.payload, {
-          stateDir: o.stateDir, iptables: o.iptables, lockTimeout: Math.min(o.lockTimeout, o.intervalSec),
-          policyHash: input.policyHash, segment: input.segment, log: o.log,
-        });
+        const r = await input.apply(o);
         if (r.recovered) event('recovered', { detail: r.recovered }, r.recovered);
         if (first) event('applied', { changed: r.changed, backend: r.backend, hashes: r.hashes }, r.changed ? `applied (${r.backend}):\n${r.planText.trimEnd()}` : `in sync (${r.backend})`);
         else if (r.changed) event('repaired', { plan: r.planText.trimEnd().split('\n'), ms: Math.round(r.ms.total) }, `drift repaired in ${Math.round(r.ms.total)} ms:\n${r.planText.trimEnd()}`);

@@ -9,6 +9,7 @@
  * member of the dynamic group.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -252,4 +253,35 @@ describe.skipIf(kernel.skip)('apply --backend nft on a cell (kernel)', () => {
     expect((await members(['list', 'sandbox'])).stdout).toBe('');
     expect(await web()).toBe('ok,ok');
   }, 120_000);
+
+  it('--watch --backend nft repairs a deleted table and an emptied chain within the interval; SIGTERM stops it', async () => {
+    const child = spawn('ip', ['netns', 'exec', t.cell, process.execPath, BIN, 'apply', '--backend', 'nft', '--state-dir', stateDir, ...pol('v1'), '--watch', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    child.stderr.on('data', (d) => (log += String(d)));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const until = async (cond: () => Promise<boolean> | boolean, ms: number): Promise<boolean> => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) { if (await cond()) return true; await new Promise((r) => setTimeout(r, 100)); }
+      return cond();
+    };
+    try {
+      expect(await until(() => log.includes('applied (nft)'), 15_000), log).toBe(true);
+      expect(await traffic()).toBe('v1');
+      const strip = (x: string | null): string => (x ?? '').replace(/"handle": \d+(, )?/g, '');
+      const applied = strip(await tableJson());
+      await t.cellExec(['nft', 'delete', 'table', 'inet', 'cellwall']);
+      expect(await until(async () => strip(await tableJson()) === applied, 5000), log).toBe(true);
+      expect(await traffic()).toBe('v1');
+      const chain = (await liveTable(t)).chains.find((c) => c.name.startsWith('CW-P-'))!.name;
+      await t.cellExec(['nft', 'flush', 'chain', 'inet', 'cellwall', chain]);
+      expect(await until(async () => strip(await tableJson()) === applied, 5000), log).toBe(true);
+      expect(log).toContain('drift repaired');
+      expect(log).toContain(`~ chain ${chain}`);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(log).toContain('watcher stopped');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  }, 60_000);
 });
