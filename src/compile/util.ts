@@ -46,12 +46,24 @@ export function multiportChunks(ports: PortRange[]): PortRange[][] {
 
 /** `file:line:col` with the file relative to the main policy file's folder, so output does not depend on the cwd. */
 export function locText(loc: SourceLoc, policyFile: string): string {
-  let file = loc.file;
-  if (policyFile) {
-    const rel = relative(dirname(policyFile), loc.file);
-    file = rel && !rel.startsWith('..') ? rel : basename(loc.file);
+  return `${shownFile(loc.file, policyFile)}:${loc.line}:${loc.col}`;
+}
+
+/** a policy has few files but CF-scale plans hold ~10^5 locations: resolve each file once */
+const shown = new Map<string, string>();
+
+function shownFile(file: string, policyFile: string): string {
+  if (!policyFile) return file;
+  // relative() resolves relative paths against the working directory
+  const key = `${process.cwd()}\u0000${policyFile}\u0000${file}`;
+  let out = shown.get(key);
+  if (out === undefined) {
+    const rel = relative(dirname(policyFile), file);
+    out = rel && !rel.startsWith('..') ? rel : basename(file);
+    if (shown.size > 1000) shown.clear();
+    shown.set(key, out);
   }
-  return `${file}:${loc.line}:${loc.col}`;
+  return out;
 }
 
 export function nextPow2(n: number): number {
