@@ -19,7 +19,7 @@
 import { AddrSet, type Family } from '../core/index.js';
 import { evaluatePlan, type PacketProto } from '../compile/evaluate.js';
 import type { FamilyPlan, Plan, PlanSet } from '../compile/plan.js';
-import { KEY_SIZE, MAP_NAMES, VERDICT_PORT_BIT } from './program.js';
+import { KEY_SIZE, MAP_NAMES, VERDICT, VERDICT_PORT_BIT } from './program.js';
 
 export const PROTO_NUM = { tcp: 6, udp: 17, icmp: 1, icmpv6: 58 } as const;
 /** a protocol no rule names (stands for every other protocol in evaluation) */
@@ -159,7 +159,7 @@ function portIntervals(fp: FamilyPlan, proto: 'tcp' | 'udp' | 'icmp' | 'icmpv6',
 
 /**
  * The map contents for a plan: classes in cw_src4/cw_dst4/cw_src6/cw_dst6 and
- * the verdicts in cw_verdict (value 0 pass, 1 drop). Deterministic: the same
+ * the verdicts in cw_verdict (VERDICT: 0 untouched, 1 deny, 2 allow). Deterministic: the same
  * plan gives byte-identical contents.
  */
 export function planMaps(plan: Plan): MapContents {
@@ -187,7 +187,7 @@ export function planMaps(plan: Plan): MapContents {
     for (const src of srcs) {
       const srcAddr = rep(src);
       const verdicts: MapEntry[] = [];
-      let denies = 0;
+      let governed = 0;
       const sc = nextSrc;
       dsts.forEach((d, di) => {
         const dc = dstIds[di];
@@ -199,13 +199,13 @@ export function planMaps(plan: Plan): MapContents {
             src: srcAddr, dst: dstAddr, proto,
             ...(icmp ? { type: (port ?? 0) >> 8, code: (port ?? 0) & 0xff } : proto === OTHER ? {} : { port }),
           });
-          return ev.verdict === 'deny' ? 1 : 0;
+          return VERDICT[ev.verdict];
         };
         const head = Buffer.alloc(8);
         head.writeUInt16BE(sc, 0);
         head.writeUInt16BE(dc, 2);
         const other = verdict(OTHER);
-        denies += other;
+        governed += other;
         verdicts.push({ key: lpmKey(32, head), value: u32(other) });
         for (const { p, iv } of protos) {
           // merge adjacent intervals with the same verdict
@@ -218,7 +218,7 @@ export function planMaps(plan: Plan): MapContents {
           }
           if (runs.length === 1 && runs[0][2] === other) continue; // the 32-bit entry already says it
           for (const [from, to, v] of runs) {
-            denies += v;
+            governed += v;
             for (const [base, len] of rangePrefixes(BigInt(from), BigInt(to), 16)) {
               const data = Buffer.from(head);
               data[4] = PROTO_NUM[p];
@@ -228,8 +228,8 @@ export function planMaps(plan: Plan): MapContents {
           }
         }
       });
-      // a class that passes everything needs no entries: not in cw_src* means not governed
-      if (denies === 0) continue;
+      // a class untouched everywhere needs no entries: not in cw_src* means not governed
+      if (governed === 0) continue;
       nextSrc++;
       if (sc > MAX_CLASS) throw new Error(`ebpf maps: more than ${MAX_CLASS} source classes`);
       stats.srcClasses++;

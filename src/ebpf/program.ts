@@ -12,8 +12,12 @@
  *      where port is the tcp/udp destination port, or icmp type . code; the
  *      map holds prefixes over the port so port ranges cost few entries, and a
  *      32-bit prefix (both classes only) for every other protocol;
- *   5. verdict 0: TC_ACT_OK, anything else or no entry: TC_ACT_SHOT.
- * Bounded, loop-free, 5 map lookups at most.
+ *   5. verdict DENY: go to 6; no entry: TC_ACT_SHOT (fail closed); else TC_ACT_OK;
+ *   6. reply exemption (the program is stateless): when the REVERSED packet
+ *      (destination as source, source port as destination port, echo reply
+ *      as echo request) comes from a governed source and is explicitly ALLOWed,
+ *      the packet may be a reply and passes; otherwise TC_ACT_SHOT.
+ * Bounded, loop-free, 8 map lookups at most.
  */
 import { Asm } from './asm.js';
 import { BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, writeElf, type MapDef } from './elf.js';
@@ -27,6 +31,9 @@ export const MAP_MAX_ENTRIES = 1 << 20;
 export const KEY_SIZE = { addr4: 8, addr6: 20, verdict: 12 } as const;
 /** bits of the verdict key before the port: two classes, protocol, zero byte */
 export const VERDICT_PORT_BIT = 48;
+
+/** verdict map values */
+export const VERDICT = { untouched: 0, deny: 1, allow: 2 } as const;
 
 export const TC_ACT_OK = 0;
 export const TC_ACT_SHOT = 2;
@@ -46,10 +53,13 @@ export function mapDefs(): MapDef[] {
 // stack layout (offsets from r10)
 const ADDR_KEY = -24; // u32 prefixlen, then 4 or 16 address bytes
 const V_KEY = -40; // u32 prefixlen, then the 8 data bytes
+/** u16: the port of the reversed packet (reply exemption) */
+const REV_PORT = -44;
 const V_SRC = V_KEY + 4, V_DST = V_KEY + 6, V_PROTO = V_KEY + 8, V_ZERO = V_KEY + 9, V_PORT = V_KEY + 10;
 // __sk_buff
 const SKB_DATA = 76, SKB_DATA_END = 80;
 const ETH_HLEN = 14;
+const V4_SRC = ETH_HLEN + 12, V4_DST = ETH_HLEN + 16, V6_SRC = ETH_HLEN + 8, V6_DST = ETH_HLEN + 24;
 
 export function classifier(): Asm {
   const a = new Asm();
@@ -61,11 +71,11 @@ export function classifier(): Asm {
     for (let i = 0; i < words; i++) a.ldx(4, 3, 7, from + i * 4).stx(4, 10, to + i * 4, 3);
   };
   /** src class into the verdict key (not governed: pass), then the dst class */
-  const classify = (srcMap: string, dstMap: string, srcOff: number, dstOff: number, words: number, bits: number, tag: string) => {
+  const classify = (srcMap: string, dstMap: string, srcOff: number, dstOff: number, words: number, bits: number, tag: string, ungoverned = 'pass') => {
     a.st(4, 10, ADDR_KEY, bits);
     copy(srcOff, ADDR_KEY + 4, words);
     lookup(srcMap, ADDR_KEY);
-    a.jmp('jeq', 0, { imm: 0 }, 'pass');
+    a.jmp('jeq', 0, { imm: 0 }, ungoverned);
     a.ldx(2, 3, 0, 0).stx(2, 10, V_SRC, 3);
     copy(dstOff, ADDR_KEY + 4, words);
     lookup(dstMap, ADDR_KEY);
@@ -78,31 +88,45 @@ export function classifier(): Asm {
   a.ldx(2, 3, 7, 12); // h_proto, network order read as little-endian
   a.jmp('jeq', 3, { imm: 0x0008 }, 'v4');
   a.jmp('jne', 3, { imm: 0xdd86 }, 'pass');
-  // IPv6: fixed 40-byte header, next header taken as the protocol
+  // IPv6: fixed 40-byte header, next header taken as the protocol; r6 = family from here on
   a.mov(2, 7).alu('add', 2, { imm: ETH_HLEN + 40 }).jmp('jgt', 2, 8, 'pass');
-  a.ldx(1, 9, 7, ETH_HLEN + 6);
-  classify(MAP_NAMES.src6, MAP_NAMES.dst6, ETH_HLEN + 8, ETH_HLEN + 24, 4, 128, '6');
+  a.mov(6, { imm: 6 }).ldx(1, 9, 7, ETH_HLEN + 6);
+  classify(MAP_NAMES.src6, MAP_NAMES.dst6, V6_SRC, V6_DST, 4, 128, '6');
   a.mov(4, { imm: ETH_HLEN + 40 }).ja('l4');
   // IPv4
   a.label('v4');
   a.mov(2, 7).alu('add', 2, { imm: ETH_HLEN + 20 }).jmp('jgt', 2, 8, 'pass');
-  a.ldx(1, 9, 7, ETH_HLEN + 9);
-  classify(MAP_NAMES.src4, MAP_NAMES.dst4, ETH_HLEN + 12, ETH_HLEN + 16, 1, 32, '4');
+  a.mov(6, { imm: 4 }).ldx(1, 9, 7, ETH_HLEN + 9);
+  classify(MAP_NAMES.src4, MAP_NAMES.dst4, V4_SRC, V4_DST, 1, 32, '4');
   // a non-first fragment carries no ports
   a.ldx(2, 3, 7, ETH_HLEN + 6).alu('and', 3, { imm: 0xff1f }).jmp('jne', 3, { imm: 0 }, 'noport');
   a.ldx(1, 4, 7, ETH_HLEN).alu('and', 4, { imm: 0x0f }).alu('lsh', 4, { imm: 2 }).alu('add', 4, { imm: ETH_HLEN });
-  // r4: offset of the L4 header, r9: protocol
+  // r4: offset of the L4 header, r9: protocol; r3 gets the port, REV_PORT the reversed packet's
   a.label('l4');
   a.mov(5, 7).alu('add', 5, 4).mov(2, 5).alu('add', 2, { imm: 4 }).jmp('jgt', 2, 8, 'noport');
   a.jmp('jeq', 9, { imm: 6 }, 'ports').jmp('jeq', 9, { imm: 17 }, 'ports');
   a.jmp('jeq', 9, { imm: 1 }, 'icmp').jmp('jeq', 9, { imm: 58 }, 'icmp');
-  a.label('noport').mov(3, { imm: 0 }).ja('key');
-  a.label('ports').ldx(2, 3, 5, 2).ja('key');
-  a.label('icmp').ldx(2, 3, 5, 0);
+  a.label('noport').mov(3, { imm: 0 }).stx(2, 10, REV_PORT, 3).ja('key');
+  a.label('ports').ldx(2, 3, 5, 2).ldx(2, 4, 5, 0).stx(2, 10, REV_PORT, 4).ja('key');
+  // icmp: bytes type, code (read little-endian: type is the low byte); echo reply reverses to echo request
+  a.label('icmp').ldx(2, 3, 5, 0).mov(4, 3).alu('and', 4, { imm: 0xff }).mov(2, 3).alu('and', 2, { imm: 0xff00 });
+  a.jmp('jne', 4, { imm: 0 }, 'icmp129').mov(4, { imm: 8 }).ja('icmprev');
+  a.label('icmp129').jmp('jne', 4, { imm: 129 }, 'icmprev').mov(4, { imm: 128 });
+  a.label('icmprev').alu('or', 4, 2).stx(2, 10, REV_PORT, 4);
   a.label('key').stx(2, 10, V_PORT, 3).stx(1, 10, V_PROTO, 9).st(1, 10, V_ZERO, 0).st(4, 10, V_KEY, VERDICT_PORT_BIT + 16);
   lookup(MAP_NAMES.verdict, V_KEY);
   a.jmp('jeq', 0, { imm: 0 }, 'drop');
-  a.ldx(4, 3, 0, 0).jmp('jeq', 3, { imm: 0 }, 'pass');
+  a.ldx(4, 3, 0, 0).jmp('jne', 3, { imm: VERDICT.deny }, 'pass');
+  // reply exemption: classify the reversed packet (same stack keys), look its verdict up
+  a.jmp('jeq', 6, { imm: 6 }, 'rev6');
+  classify(MAP_NAMES.src4, MAP_NAMES.dst4, V4_DST, V4_SRC, 1, 32, 'r4', 'drop');
+  a.ja('revport');
+  a.label('rev6');
+  classify(MAP_NAMES.src6, MAP_NAMES.dst6, V6_DST, V6_SRC, 4, 128, 'r6', 'drop');
+  a.label('revport').ldx(2, 3, 10, REV_PORT).stx(2, 10, V_PORT, 3);
+  lookup(MAP_NAMES.verdict, V_KEY);
+  a.jmp('jeq', 0, { imm: 0 }, 'drop');
+  a.ldx(4, 3, 0, 0).jmp('jeq', 3, { imm: VERDICT.allow }, 'pass');
   a.label('drop').mov(0, { imm: TC_ACT_SHOT }).exit();
   a.label('pass').mov(0, { imm: TC_ACT_OK }).exit();
   return a;

@@ -3,7 +3,7 @@
  * cwt-* namespace, maps pinned in a private bpffs), and with the maps filled
  * from a compiled policy, `bpftool prog run` on crafted frames returns
  * TC_ACT_SHOT exactly for the packets evaluatePlan denies (TC_ACT_OK for
- * allowed and untouched ones), for the SPEC example and seeded random policies.
+ * allowed and untouched ones, and for replies: see sim.ts expectedAction), for the SPEC example and seeded random policies.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
@@ -22,6 +22,7 @@ import { genPolicy, Rand, SOURCES, UNGOVERNED } from '../kernel/gen.js';
 import { PORTS } from '../kernel/netns.js';
 import { BpfEnv, EBPF_TOOLS } from './env.js';
 import { frame } from './packet.js';
+import { expectedAction } from './sim.js';
 
 const kernel = kernelGate(EBPF_TOOLS);
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -82,7 +83,7 @@ describe.skipIf(kernel.skip)('eBPF classifier: verifier and bpftool prog run ver
     const seen: Record<string, number> = {};
     for (const { p, protoNum } of packets(r, n)) {
       const ev = evaluatePlan(plan, p);
-      const want = ev.verdict === 'deny' ? TC_ACT_SHOT : TC_ACT_OK;
+      const want = expectedAction(plan, p);
       const got = await runVerdict(g.prog, frame(p, protoNum));
       seen[`${ev.verdict}/${got}`] = (seen[`${ev.verdict}/${got}`] ?? 0) + 1;
       if (got !== want) bad.push(`${JSON.stringify(p)}: evaluatePlan ${ev.verdict} (step ${ev.step}, ${ev.what}), eBPF returned ${got}`);
@@ -111,6 +112,21 @@ describe.skipIf(kernel.skip)('eBPF classifier: verifier and bpftool prog run ver
       for (const [k, v] of Object.entries(seen)) all[k] = (all[k] ?? 0) + v;
     }
     expect(Object.keys(all)).toEqual(expect.arrayContaining(['deny/2', 'allow/0', 'untouched/0']));
+  });
+
+  it('reply exemption: the reply of an allowed app-to-app connection passes, the same packet as a new connection does not', async () => {
+    const policy = await loadPolicy(join(ROOT, 'examples', 'cellwall.yaml'));
+    const plan = compileSegment(policy, 'shared').plan;
+    const g = await loaded(plan);
+    // policies: hr -> it tcp 80 only; it -> hr is denied
+    const reply: Packet = { src: '10.150.0.5', dst: '192.168.0.5', proto: 'tcp', port: 40000 };
+    expect(evaluatePlan(plan, reply).verdict).toBe('deny');
+    expect(evaluatePlan(plan, { src: '192.168.0.5', dst: '10.150.0.5', proto: 'tcp', port: 80 }).verdict).toBe('allow');
+    expect(await runVerdict(g.prog, frame(reply, undefined, 80))).toBe(TC_ACT_OK);
+    expect(await runVerdict(g.prog, frame(reply, undefined, 40001))).toBe(TC_ACT_SHOT);
+    const newConn: Packet = { src: '10.150.0.5', dst: '192.168.0.5', proto: 'tcp', port: 80 };
+    expect(evaluatePlan(plan, newConn).verdict).toBe('deny');
+    expect(await runVerdict(g.prog, frame(newConn))).toBe(TC_ACT_SHOT);
   });
 
   it.each([0xeb01, 0xeb02, 0xeb03, 0xeb04])('random policy %i: verdicts equal evaluatePlan', async (seed) => {
