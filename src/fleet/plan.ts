@@ -6,6 +6,7 @@
  * added/removed, and a textual diff of the normalised rules.
  */
 import type { Bundle } from './bundle.js';
+import { isCwSet, isDynamicSet } from '../state/ipset.js';
 
 export interface CwPart { v4: string[]; v6: string[]; sets: string[] }
 
@@ -42,7 +43,7 @@ export function bundlePart(b: Bundle): CwPart {
   const rules = (text: string) => text.split('\n').filter((l) => /^:CW-/.test(l) || /^-A CW-/.test(l) || (/^-[AI] FORWARD /.test(l) && / -j CW-/.test(l)))
     .map((l) => (l.startsWith(':') ? l.split(/\s+/)[0] : l));
   const sets = b.files['ipset.restore'].split('\n')
-    .filter((l) => /^(create|add) cw-/.test(l) && !/^(create|add) cw-d-/.test(l));
+    .filter((l) => { const w = l.split(' '); return (w[0] === 'create' || w[0] === 'add') && isCwSet(w[1] ?? '') && !isDynamicSet(w[1]); });
   return { v4: rules(b.files['iptables.v4']), v6: rules(b.files['iptables.v6']), sets };
 }
 

@@ -101,6 +101,9 @@ export PATH LC_ALL=C
 cw_job=/var/vcap/jobs/cellwall/bin/cellwall
 cw_state=${'$'}{CELLWALL_STATE_DIR:-/run/cellwall}
 d=
+# cellwall's sets (src/state/ipset.ts isCwSet): cw-..., and the compiler's cw4n-, cw6p-, cw4l-...;
+# dynamic member sets cw-d-* are never compared, replaced or destroyed
+cw_setre='^cw(-|[46][a-z]*-)'
 
 cw_result() { printf '%s %s\n' CW-RESULT "$*"; }
 cw_phase() { printf '%s %s\n' CW-PHASE "$*"; }
@@ -118,7 +121,7 @@ cw_cwpart() {
     /^-A FORWARD / && / -j CW-/ { print; next }'
 }
 cw_sets() {
-  ipset save 2>/dev/null | awk '($1 == "create" || $1 == "add") && $2 ~ /^cw-/ && $2 !~ /^cw-d-/' | sort
+  ipset save 2>/dev/null | awk -v re="$cw_setre" '($1 == "create" || $1 == "add") && $2 ~ re && $2 !~ /^cw-d-/' | sort
 }
 cw_live() {
   echo v4; cw_cwpart iptables
@@ -131,10 +134,10 @@ cw_quick() {
     echo v4; cw_cwpart iptables
     echo v6; if cw_have6; then cw_cwpart ip6tables; fi
     echo sets
-    ipset list -t 2>/dev/null | awk '
+    ipset list -t 2>/dev/null | awk -v re="$cw_setre" '
       /^Name: / { n = $2; next }
       /^Type: / { t = $2; next }
-      /^Number of entries: / { if (n ~ /^cw-/ && n !~ /^cw-d-/) print n, t, $4 }' | sort
+      /^Number of entries: / { if (n ~ re && n !~ /^cw-d-/) print n, t, $4 }' | sort
   } | cw_hash
 }
 # CPU seconds of this shell and its children; \`times\` must run in this shell (not a subshell): two lines follow the marker
@@ -213,7 +216,8 @@ cw_payload() { # $1 = iptables|ip6tables, $2 = bundle file, $3 = live CW- part
 # entries differ from the bundle's: create cw-x-N like it, add the entries, swap, destroy
 cw_drifted() { # $1 = bundle ipset.restore, $2 = live state (cw_live), $3 = live set names
   awk -v live="$2" -v names="$3" '
-    function norm(e) { sub(/\/(32|128)$/, "", e); return e }
+    # kernel form: a host entry without /32 or /128 (also before ",proto:port")
+    function norm(e,  p, r) { p = index(e, ","); r = p ? substr(e, p) : ""; if (p) e = substr(e, 1, p - 1); sub(/\/(32|128)$/, "", e); return e r }
     BEGIN {
       while ((getline l < names) > 0) have[l] = 1
       while ((getline l < live) > 0) {
@@ -287,7 +291,7 @@ cw_rollback() { # $1 = reason
   # sets created by this run go (dynamic cw-d-* ones too: they are new and empty);
   # cw- sets of the snapshot that vanished come back
   ipset list -n 2>/dev/null | while read -r s; do
-    case "$s" in cw-*) grep -qxF -- "$s" "$d/sets.before" || ipset destroy "$s" 2>/dev/null ;; esac
+    case "$s" in cw-*|cw[46]*-*) grep -qxF -- "$s" "$d/sets.before" || ipset destroy "$s" 2>/dev/null ;; esac
   done
   ipset list -n 2>/dev/null > "$d/sets.after"
   awk -v after="$d/sets.after" 'BEGIN { while ((getline l < after) > 0) have[l] = 1 }
@@ -323,7 +327,7 @@ cw_apply() {
   iptables-save -t filter > "$d/full.iptables" 2>>"$d/err" || { cw_result failed "iptables-save: $(cw_err)"; cw_unlock; exit 1; }
   cw_cwpart iptables > "$d/snap.iptables"
   if cw_have6; then cw_cwpart ip6tables > "$d/snap.ip6tables"; fi
-  ipset save 2>/dev/null | awk '($1 == "create" || $1 == "add") && $2 ~ /^cw-/ && $2 !~ /^cw-d-/' > "$d/snap.sets"
+  ipset save 2>/dev/null | awk -v re="$cw_setre" '($1 == "create" || $1 == "add") && $2 ~ re && $2 !~ /^cw-d-/' > "$d/snap.sets"
   ipset list -n > "$d/sets.before" 2>>"$d/err" || { cw_result failed "ipset: $(cw_err)"; cw_unlock; exit 1; }
   # sets: only those that do not exist yet (content-addressed names)
   awk -v before="$d/sets.before" 'BEGIN { while ((getline l < before) > 0) have[l] = 1 }
@@ -350,10 +354,10 @@ cw_apply() {
     cw_cwpart "$f" > "$d/cur.$f"
     cw_verify "$b" "$d/cur.$f" > "$d/verify" 2>&1 || cw_rollback "verification failed: $(tr '\n' ' ' < "$d/verify")"
   done
-  # destroy unreferenced cw- sets (never cw-d-*): the kernel refuses sets in use
+  # destroy unreferenced cellwall sets (never cw-d-*): the kernel refuses sets in use
   awk '$1 == "create" { print $2 }' "$d/ipset.restore" > "$d/sets.bundle"
   ipset list -n 2>/dev/null | while read -r s; do
-    case "$s" in cw-d-*) ;; cw-*) grep -qxF -- "$s" "$d/sets.bundle" || ipset destroy "$s" 2>/dev/null ;; esac
+    case "$s" in cw-d-*) ;; cw-*|cw[46]*-*) grep -qxF -- "$s" "$d/sets.bundle" || ipset destroy "$s" 2>/dev/null ;; esac
   done
   cw_record "$(cw_live | cw_hash)"
   cw_result changed

@@ -172,7 +172,7 @@ export class Fleet {
     const ipt = (t) => sh('ip', ['netns', 'exec', ns, `${t}-save`, '-t', 'filter']).split('\n')
       .filter((l) => /^:CW-|^-A CW-|^-A FORWARD /.test(l)).map((l) => l.replace(/ \[\d+:\d+\]$/, '')).join('\n');
     const sets = sh('ip', ['netns', 'exec', ns, 'ipset', 'save']).split('\n')
-      .filter((l) => /^(create|add) cw-/.test(l)).map((l) => l.replace(/ initval 0x[0-9a-f]+/, '')).sort().join('\n');
+      .filter((l) => /^(create|add) cw(-|[46][a-z]*-)/.test(l)).map((l) => l.replace(/ initval 0x[0-9a-f]+/, '')).sort().join('\n');
     return `${ipt('iptables')}\n--\n${ipt('ip6tables')}\n--\n${sets}`;
   }
 

@@ -53,16 +53,22 @@ try {
   const run = async (cells, extra = []) => {
     const inv = fleet.inventory(cells.map((i) => ({ i, segment: SEGMENT })));
     const t0 = Date.now();
-    const r = await fleet.run('node', [CLI, 'push', policy, '--inventory', inv, '--bundles', bundles, '--json', '--max-in-flight', '24', '--canaries', '0', ...extra], { timeoutMs: 600_000 });
+    // GNU time: CPU of the push process and the ssh clients it waited for (not the
+    // ControlPersist masters, which detach: they only encrypt what is sent)
+    const r = await fleet.run('/usr/bin/time', ['-f', 'CW-TIME %U %S', 'node', CLI, 'push', policy, '--inventory', inv, '--bundles', bundles, '--json', '--max-in-flight', '24', '--canaries', '0', ...extra], { timeoutMs: 600_000 });
     const ms = Date.now() - t0;
     const rep = JSON.parse(r.stdout);
-    return { ms, summary: rep.summary, bytesPerCell: rep.cells[0].bytesSent, compressed: rep.cells[0].compressed, cellMs: rep.cells.map((c) => c.durationMs) };
+    const tm = /CW-TIME ([\d.]+) ([\d.]+)/.exec(r.stderr);
+    return { ms, summary: rep.summary, bytesPerCell: rep.cells[0].bytesSent, compressed: rep.cells[0].compressed, cellMs: rep.cells.map((c) => c.durationMs),
+      cellCpuMs: rep.cells.map((c) => c.cellCpuMs ?? 0), fastPath: rep.cells.filter((c) => c.fastPath).length,
+      operatorCpuMs: tm ? Math.round((Number(tm[1]) + Number(tm[2])) * 1000) : null, pushProcessCpuMs: rep.cpuMs, bundles: rep.bundles };
   };
   results.one = await run([0]);
   results.oneAgainUnchanged = await run([0]);
   results.all24 = await run(Array.from({ length: 24 }, (_, i) => i));
   results.all24Unchanged = await run(Array.from({ length: 24 }, (_, i) => i));
-  results.oneUncompressed = await run([1], ['--no-compress']);
+  results.all24UnchangedFullCheck = await run(Array.from({ length: 24 }, (_, i) => i), ['--no-fast-path']);
+  results.oneUncompressed = await run([1], ['--no-compress', '--no-fast-path']);
   const rules = fleet.inCell(0, 'iptables-save', ['-t', 'filter']).split('\n').filter((l) => l.startsWith('-A CW-')).length;
   const sets = fleet.inCell(0, 'ipset', ['list', '-n']).split('\n').filter((l) => l.startsWith('cw')).length;
   results.cell0 = { v4Rules: rules, sets };
@@ -71,7 +77,12 @@ try {
   rmSync(out, { recursive: true, force: true });
   if (!process.argv.includes('--cfscale')) rmSync(dirname(policy), { recursive: true, force: true });
 }
-const summarize = (r) => r && { ms: r.ms, summary: r.summary, bytesPerCell: r.bytesPerCell, compressed: r.compressed,
-  cellMsMin: Math.min(...r.cellMs), cellMsMax: Math.max(...r.cellMs) };
+const sum = (a) => a.reduce((x, y) => x + y, 0);
+const summarize = (r) => r && { ms: r.ms, summary: r.summary, fastPath: r.fastPath, bytesPerCell: r.bytesPerCell, compressed: r.compressed,
+  cellMsMin: Math.min(...r.cellMs), cellMsMax: Math.max(...r.cellMs),
+  operatorCpuMs: r.operatorCpuMs, pushProcessCpuMs: r.pushProcessCpuMs,
+  cellCpuMsPerCell: Math.round(sum(r.cellCpuMs) / r.cellCpuMs.length), cellCpuMsMax: Math.max(...r.cellCpuMs), cellCpuMsTotal: sum(r.cellCpuMs),
+  streamBytes: r.bundles[0]?.streamBytes, gzipBytes: r.bundles[0]?.gzipBytes };
 console.log(JSON.stringify({ ...results, one: summarize(results.one), oneAgainUnchanged: summarize(results.oneAgainUnchanged),
-  all24: summarize(results.all24), all24Unchanged: summarize(results.all24Unchanged), oneUncompressed: summarize(results.oneUncompressed) }, null, 2));
+  all24: summarize(results.all24), all24Unchanged: summarize(results.all24Unchanged),
+  all24UnchangedFullCheck: summarize(results.all24UnchangedFullCheck), oneUncompressed: summarize(results.oneUncompressed) }, null, 2));

@@ -297,6 +297,8 @@ describe.skipIf(gate.skip)('cellwall push over ssh', () => {
   it('compiles and pushes a real policy, replacing another segment\'s chains and sets', async () => {
     const policy = join(ROOT, 'examples/cellwall.yaml');
     const inv = fleet.inventory([6, 7].map((i) => ({ i, segment: 'shared' })));
+    // a compiled set no bundle references any more (an older policy's) is destroyed by the next change
+    fleet.inCell(6, 'ipset', ['create', 'cw4n-00000000000000stale', 'hash:net']);
     const r = await fleet.run('node', [CLI, 'push', policy, '--inventory', inv, '--json', '--max-in-flight', '2']);
     expect(r.code, r.stderr).toBe(0);
     expect(json(r).summary.changed).toBe(2);
@@ -305,7 +307,17 @@ describe.skipIf(gate.skip)('cellwall push over ssh', () => {
     expect(st).not.toMatch(/CW-segb|cw-a4-segb1/);
     expect(st.match(/^-A FORWARD /gm)).toHaveLength(2); // one jump per family
     expect(fleet.cwState(7)).toBe(st);
+    expect(st).toMatch(/^create cw4n-[0-9a-f]{20} /m);
+    expect(fleet.inCell(6, 'ipset', ['list', '-n'])).not.toMatch(/stale/);
     const again = await fleet.run('node', [CLI, 'push', policy, '--inventory', inv, '--json', '--max-in-flight', '2']);
     expect(json(again).summary.unchanged).toBe(2);
+    expect(json(again).cells.every((c: any) => c.fastPath)).toBe(true);
+    // an entry deleted by hand from a compiled set: the probe sees the count, the set is rebuilt
+    const entry = st.split('\n').find((l) => /^add cw4n-/.test(l))!.split(' ');
+    fleet.inCell(7, 'ipset', ['del', entry[1], entry[2]]);
+    expect(fleet.cwState(7)).not.toBe(st);
+    const drift = json(await fleet.run('node', [CLI, 'push', policy, '--inventory', inv, '--json', '--max-in-flight', '2']));
+    expect(drift.cells.map((c: any) => c.outcome)).toEqual(['unchanged', 'changed']);
+    expect(fleet.cwState(7)).toBe(st);
   });
 });
