@@ -158,13 +158,13 @@ export interface NftPlan {
   };
 }
 
+export function emptyNftPlan(): NftPlan {
+  return { empty: true, table: null, sets: { create: [], remove: [], refill: [], redeclare: [] }, chains: { create: [], remove: [], replace: [] } };
+}
+
 export function diffNft(want: NftState, live: NftState | null): NftPlan {
   const have: NftState = live ?? { sets: new Map(), chains: new Map() };
-  const p: NftPlan = {
-    empty: true, table: live ? null : 'create',
-    sets: { create: [], remove: [], refill: [], redeclare: [] },
-    chains: { create: [], remove: [], replace: [] },
-  };
+  const p: NftPlan = { ...emptyNftPlan(), table: live ? null : 'create' };
   for (const [n, s] of want.sets) {
     const h = have.sets.get(n);
     if (!h) { p.sets.create.push(n); continue; }
