@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { parseInventory, resolveSegments } from '../../src/fleet/inventory.js';
 import { sshArgs } from '../../src/fleet/ssh.js';
-import { buildScript, remoteCommand, shq } from '../../src/fleet/script.js';
+import { buildProbe, buildScript, remoteCommand, shq } from '../../src/fleet/script.js';
 import { bundleHash } from '../../src/fleet/bundle.js';
-import { parseMaxInFlight } from '../../src/fleet/push.js';
+import { applyStream, parseCellCpu, parseMaxInFlight } from '../../src/fleet/push.js';
+import { bundlePart } from '../../src/fleet/plan.js';
 import { diffPart, lineDiff, normalizeRule } from '../../src/fleet/plan.js';
 import { DiagnosticsError } from '../../src/errors.js';
 
@@ -104,6 +105,27 @@ describe('transport and stream', () => {
     expect(s.startsWith('{\n')).toBe(true);
     expect(s.trimEnd().endsWith('cw_main\n}')).toBe(true);
     expect(shq("a'b")).toBe(`'a'\\''b'`);
+  });
+
+  it('builds and compresses the apply stream once per bundle; the probe carries nothing from a policy', () => {
+    const files = { 'ipset.restore': 'create cw4n-abc hash:net family inet\nadd cw4n-abc 10.0.0.0/8 -exist\n', 'iptables.v4': '*filter\nCOMMIT\n', 'iptables.v6': '' };
+    const b = { segment: 's', files, hash: bundleHash(files) };
+    const gz = applyStream(b, 'apply', true);
+    expect(applyStream(b, 'apply', true)).toBe(gz);
+    expect(applyStream(b, 'apply', false).length).toBeGreaterThan(gz.length);
+    expect(applyStream({ ...b }, 'apply', true)).not.toBe(gz);
+    const probe = buildProbe();
+    expect(probe).toBe(buildProbe());
+    expect(probe).toMatch(/^cw_mode=probe$/m);
+    expect(probe).not.toMatch(/CW_EOF_|cw4n-abc/);
+    // the compiler's set names count as cellwall's in the dry-run view too
+    expect(bundlePart(b).sets).toEqual(['create cw4n-abc hash:net family inet', 'add cw4n-abc 10.0.0.0/8 -exist']);
+  });
+
+  it('reads the cell-side CPU from `times` (dash and bash spellings)', () => {
+    expect(parseCellCpu('CW-RESULT changed\nCW-CPU 0m0.020000s 0m0.010000s\n0m0.860000s 0m1.260000s\n')).toBe(2150);
+    expect(parseCellCpu('CW-CPU 0m0.001s 0m0.000s\n1m2.5s 0m0.5s\n')).toBe(63001);
+    expect(parseCellCpu('no marker')).toBe(0);
   });
 
   it('parses --max-in-flight as a number or a percentage', () => {
