@@ -266,3 +266,11 @@ export function mapsJson(c: MapContents): string {
   const maps = Object.fromEntries(Object.entries(c.maps).map(([n, es]) => [n, es.map((e) => ({ key: e.key.toString('hex'), value: e.value.toString('hex') }))]));
   return JSON.stringify({ format: 'cellwall-ebpf-maps/1', stats: c.stats, maps }, null, 1) + '\n';
 }
+
+/** maps.json (mapsJson output) back to map contents, e.g. to fill the maps from a `compile --out` directory */
+export function parseMapsJson(text: string): MapContents {
+  const j = JSON.parse(text) as { format?: string; stats: MapContents['stats']; maps: Record<string, Array<{ key: string; value: string }>> };
+  if (j.format !== 'cellwall-ebpf-maps/1') throw new Error(`maps.json: unknown format ${JSON.stringify(j.format)}`);
+  const maps = Object.fromEntries(Object.entries(j.maps).map(([n, es]) => [n, es.map((e) => ({ key: Buffer.from(e.key, 'hex'), value: Buffer.from(e.value, 'hex') }))]));
+  return { maps, stats: j.stats };
+}
