@@ -58,3 +58,43 @@ export async function attach(exec: Exec, dev: string, prog: string, hook: 'ingre
 export async function detach(exec: Exec, dev: string): Promise<void> {
   await exec(['tc', 'qdisc', 'del', 'dev', dev, 'clsact']);
 }
+
+export interface InstallOptions {
+  /** bpffs directory cellwall owns (e.g. /sys/fs/bpf/cellwall on a cell) */
+  root: string;
+  /** the compiled object (`cellwall.bpf.o`) */
+  object: string;
+  contents: MapContents;
+  /** container-facing devices; the program runs on their tc ingress */
+  devs: string[];
+  /** runs bpftool (any namespace) */
+  bpftool: Exec;
+  /** runs tc in the devices' namespace */
+  tc: Exec;
+  /** writable scratch directory (not bpffs) */
+  scratch: string;
+  /** generation name; default: a content hash of the maps */
+  name?: string;
+}
+
+/**
+ * Install a policy: load a new generation (program + empty maps), fill its
+ * maps, swap every device's filter to it (`tc filter replace`, atomic per
+ * device), then unpin older generations (the kernel frees a program and its
+ * maps when neither a pin nor a filter holds them any more). Returns the
+ * generation now attached.
+ */
+export async function install(o: InstallOptions): Promise<Generation> {
+  const { createHash } = await import('node:crypto');
+  const { readdir, rm } = await import('node:fs/promises');
+  const h = createHash('sha256');
+  for (const [n, es] of Object.entries(o.contents.maps)) { h.update(n); for (const e of es) h.update(e.key).update(e.value); }
+  const name = o.name ?? `g-${h.digest('hex').slice(0, 16)}`;
+  const g = generation(o.root, name);
+  await rm(g.dir, { recursive: true, force: true });
+  await loadObject(o.bpftool, o.object, g);
+  await fillMaps(o.bpftool, o.contents, g, o.scratch);
+  for (const dev of o.devs) await attach(o.tc, dev, g.prog, 'ingress');
+  for (const old of await readdir(o.root)) if (old !== name) await rm(join(o.root, old), { recursive: true, force: true });
+  return g;
+}

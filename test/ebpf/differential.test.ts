@@ -12,8 +12,8 @@
  * gets members here, so space-a sources count by their address alone.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { stringify } from 'yaml';
 import { kernelGate, KERNEL_TOOLS } from '../helpers/caps.js';
 import { runCompile } from '../../src/compile/cli.js';
@@ -21,7 +21,7 @@ import { evaluatePlan, type Packet } from '../../src/compile/evaluate.js';
 import { compileSegment } from '../../src/compile/index.js';
 import type { Plan } from '../../src/compile/plan.js';
 import { loadPolicy } from '../../src/policy/index.js';
-import { attach, detach, fillMaps, generation, loadObject } from '../../src/ebpf/load.js';
+import { detach, install } from '../../src/ebpf/load.js';
 import { parseMapsJson } from '../../src/ebpf/maps.js';
 import { Topology, type Outcome } from '../kernel/netns.js';
 import { waitFor } from '../kernel/cli.js';
@@ -84,12 +84,32 @@ describe.skipIf(kernel.skip)('eBPF backend: traffic, differential against evalua
     // eBPF: a fresh generation, filled, then attached (replacing the previous seed's program)
     await t.reset();
     await t.platform({ policy: 'ACCEPT' });
-    const g = generation(env.bpffs, `seed-${n.toString(16)}`);
-    await loadObject(env.exec, join(dir, 'cellwall.bpf.o'), g);
-    await fillMaps(env.exec, parseMapsJson(readFileSync(join(dir, 'maps.json'), 'utf8')), g, dir);
-    for (const dev of CONTAINER_SIDES) await attach(cellExec, dev, g.prog, 'ingress');
+    const root = join(env.bpffs, 'cellwall');
+    const g = await install({
+      root, object: join(dir, 'cellwall.bpf.o'), contents: parseMapsJson(readFileSync(join(dir, 'maps.json'), 'utf8')),
+      devs: CONTAINER_SIDES, bpftool: env.exec, tc: cellExec, scratch: dir,
+    });
+    expect(readdirSync(root), 'only the attached generation stays pinned').toEqual([basename(g.dir)]);
     const wants = probes.map((p) => expected(plan, packet(p)));
     const viaBpf = await Promise.all(probes.map((p, i) => t.probe(p.proto, p.src.addr, p.dst, p.port, { timeoutMs: waitFor(wants[i] ?? 'ok') })));
+    if (n === SEEDS[0]) {
+      // a policy change is a swap: installing another generation replaces the filter in place
+      const other = await install({
+        root, object: join(dir, 'cellwall.bpf.o'), contents: { maps: {}, stats: { srcClasses: 0, dstClasses: 0, verdicts: 0, evaluations: 0 } },
+        devs: CONTAINER_SIDES, bpftool: env.exec, tc: cellExec, scratch: dir, name: 'empty',
+      });
+      for (const dev of CONTAINER_SIDES) {
+        const shown = await cellExec(['tc', 'filter', 'show', 'dev', dev, 'ingress']);
+        expect(shown.match(/direct-action/g)?.length, shown).toBe(1);
+      }
+      const denied = probes.findIndex((_, i) => wants[i] === 'timeout');
+      if (denied >= 0) {
+        const p = probes[denied];
+        // the empty maps govern nothing: the probe denied a moment ago now passes
+        expect((await t.probe(p.proto, p.src.addr, p.dst, p.port, { timeoutMs: 4000 })).outcome).toBe('ok');
+      }
+      expect(readdirSync(root)).toEqual([basename(other.dir)]);
+    }
     for (const dev of CONTAINER_SIDES) await detach(cellExec, dev);
 
     // iptables backend, same policy, same probes
