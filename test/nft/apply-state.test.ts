@@ -1,0 +1,86 @@
+/**
+ * The nft apply's state model without a kernel: parsing `nft -j list table`
+ * output (counters and handles ignored, elements as text), the plan between
+ * two states, the lines added around the script, error line numbers.
+ */
+import { describe, expect, it } from 'vitest';
+import { diffNft, elemText, formatNftPlan, nftErrorLine, nftStateHash, parseNftJson, restoreScript, transactionAround } from '../../src/state/nft.js';
+
+const T = { family: 'inet', table: 'cellwall' };
+function table(opts: { elems?: unknown[]; dyn?: unknown[]; rules?: Array<{ chain: string; expr: unknown[]; handle?: number }>; extraChain?: string; extraSet?: string; counter?: number }): string {
+  const items: unknown[] = [
+    { metainfo: { version: '1.0.6' } },
+    { table: { family: 'inet', name: 'cellwall', handle: 9 } },
+    { set: { ...T, name: 'cw4n-aaa', type: 'ipv4_addr', handle: 2, flags: ['interval'], elem: opts.elems ?? [{ prefix: { addr: '10.0.0.0', len: 8 } }] } },
+    { set: { ...T, name: 'cw-d-g-r4', type: 'ipv4_addr', handle: 3, flags: ['interval'], ...(opts.dyn ? { elem: opts.dyn } : {}) } },
+    ...(opts.extraSet ? [{ set: { ...T, name: opts.extraSet, type: 'ipv4_addr', handle: 4, flags: ['interval'] } }] : []),
+    { chain: { ...T, name: 'forward', handle: 1, type: 'filter', hook: 'forward', prio: 0, policy: 'accept' } },
+    { chain: { ...T, name: 'CW-X-v4', handle: 5 } },
+    ...(opts.extraChain ? [{ chain: { ...T, name: opts.extraChain, handle: 6 } }] : []),
+    ...(opts.rules ?? [
+      { chain: 'forward', expr: [{ counter: { packets: opts.counter ?? 0, bytes: 0 } }, { jump: { target: 'CW-X-v4' } }] },
+      { chain: 'CW-X-v4', expr: [{ match: { op: '==', left: { payload: { protocol: 'ip', field: 'daddr' } }, right: '@cw4n-aaa' } }, { return: null }] },
+    ]).map((r, i) => ({ rule: { ...T, handle: r.handle ?? 10 + i, chain: r.chain, expr: r.expr } })),
+  ];
+  return JSON.stringify({ nftables: items });
+}
+
+describe('nft apply state', () => {
+  it('elements read as text: prefixes, addresses, ranges, concatenations', () => {
+    expect(elemText({ prefix: { addr: '10.0.0.0', len: 8 } })).toBe('10.0.0.0/8');
+    expect(elemText('192.0.2.1')).toBe('192.0.2.1');
+    expect(elemText({ range: ['192.0.2.1', '192.0.2.9'] })).toBe('192.0.2.1-192.0.2.9');
+    expect(elemText({ concat: [{ prefix: { addr: '::', len: 0 } }, 'udp', 53] })).toBe('::/0 . udp . 53');
+  });
+
+  it('counters, handles and dynamic members do not count as differences', () => {
+    const a = parseNftJson(table({}));
+    const b = parseNftJson(table({ counter: 123, dyn: ['10.255.0.7'], rules: undefined }));
+    expect(nftStateHash(a)).toBe(nftStateHash(b));
+    const p = diffNft(a, b);
+    expect(p.empty).toBe(true);
+    expect(formatNftPlan(p, a)).toBe('');
+    expect(b.sets.get('cw-d-g-r4')!.elems).toEqual(['10.255.0.7']);
+  });
+
+  it('a missing table, altered elements, changed rules and leftovers of an older policy are planned', () => {
+    const want = parseNftJson(table({}));
+    const none = diffNft(want, null);
+    expect(none.empty).toBe(false);
+    expect(none.table).toBe('create');
+    expect(none.chains.create.sort()).toEqual(['CW-X-v4', 'forward']);
+
+    const live = parseNftJson(table({
+      elems: [{ prefix: { addr: '10.0.0.0', len: 8 } }, '192.0.2.1'],
+      rules: [{ chain: 'CW-X-v4', expr: [{ return: null }] }],
+      extraChain: 'CW-OLD-v4', extraSet: 'cw4n-old',
+    }));
+    const p = diffNft(want, live);
+    expect(p.empty).toBe(false);
+    expect(p.sets.refill).toEqual([{ name: 'cw4n-aaa', added: [], removed: ['192.0.2.1'] }]);
+    expect(p.sets.remove).toEqual(['cw4n-old']);
+    expect(p.chains.remove).toEqual(['CW-OLD-v4']);
+    expect(p.chains.replace.map((c) => [c.name, c.was, c.rules])).toEqual([['forward', 0, 1], ['CW-X-v4', 1, 1]]);
+    const text = formatNftPlan(p, want);
+    expect(text).toContain('~ set cw4n-aaa: +0 -1 elements (refilled)');
+    expect(text).toContain('- chain CW-OLD-v4 (older policy)');
+    const { before, after } = transactionAround(p);
+    expect(before).toEqual(['flush set inet cellwall cw4n-aaa']);
+    expect(after).toEqual(['flush chain inet cellwall CW-OLD-v4', 'delete chain inet cellwall CW-OLD-v4', 'delete set inet cellwall cw4n-old']);
+  });
+
+  it('dynamic member sets of an older policy are kept', () => {
+    const want = parseNftJson(table({}));
+    const live = parseNftJson(table({ extraSet: 'cw-d-old-s4' }));
+    const p = diffNft(want, live);
+    expect(p.empty).toBe(true);
+    expect(transactionAround(p).after).toEqual([]);
+  });
+
+  it('error lines and the rollback script', () => {
+    expect(nftErrorLine('/dev/stdin:42:7-9: Error: syntax error\n  x\n')).toBe(42);
+    expect(nftErrorLine('Error: Could not process rule: No such file or directory')).toBeNull();
+    expect(restoreScript(null)).toBe('table inet cellwall {}\ndelete table inet cellwall\n');
+    expect(restoreScript('table inet cellwall {\n}\n')).toMatch(/^table inet cellwall \{\}\ndelete table inet cellwall\ntable inet cellwall \{\n\}\n$/);
+  });
+});
