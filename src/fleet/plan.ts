@@ -58,7 +58,7 @@ export function normalizeRule(l: string): string {
 }
 
 function normalizeEntry(l: string): string {
-  return l.replace(/\/(?:32|128)(?=\s|$)/, '').replace(/\s+/g, ' ').trim();
+  return l.replace(/\/(?:32|128)(?=[\s,]|$)/, '').replace(/\s+/g, ' ').trim();
 }
 
 export function diffPart(live: CwPart, want: CwPart): CellDiff {

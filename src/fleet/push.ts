@@ -200,7 +200,17 @@ export async function runCell(cell: Cell, bundle: Bundle, mode: ScriptMode, cfg:
   const reason = rest.join(' ').trim();
   switch (status) {
     case 'changed': return { ...base, outcome: 'changed', reason: reason || 'applied and verified' };
-    case 'unchanged': return { ...base, outcome: 'unchanged', reason: 'already up to date, nothing written' };
+    case 'unchanged': {
+      if (mode === 'plan') {
+        // the cell vouches for its chains; its sets are compared with the bundle here
+        const live = parseLive(r.stdout);
+        const diff = live ? diffPart(live, bundlePart(bundle)) : undefined;
+        if (!diff || diff.setsAdded.length || diff.setsRemoved.length || diff.entriesAdded || diff.entriesRemoved) {
+          return { ...base, outcome: 'would-change', reason: diff ? summarizeDiff(diff) : 'changes', diff };
+        }
+      }
+      return { ...base, outcome: 'unchanged', reason: 'already up to date, nothing written' };
+    }
     case 'rolled-back': return { ...base, outcome: 'rolled-back', reason };
     case 'would-change': {
       const live = parseLive(r.stdout);

@@ -123,10 +123,24 @@ cw_cwpart() {
 cw_sets() {
   ipset save 2>/dev/null | awk -v re="$cw_setre" '($1 == "create" || $1 == "add") && $2 ~ re && $2 !~ /^cw-d-/' | sort
 }
-cw_live() {
+cw_chains() {
   echo v4; cw_cwpart iptables
   echo v6; if cw_have6; then cw_cwpart ip6tables; fi
-  echo sets; cw_sets
+}
+cw_live() { cw_chains; echo sets; cw_sets; }
+# the bundle's static sets that exist on the cell, as ipset save prints them
+# (only those: an older policy's sets are never dumped)
+cw_bundle_sets_live() { # $1 = bundle ipset.restore, $2 = live set names
+  awk -v names="$2" -v re="$cw_setre" 'BEGIN { while ((getline l < names) > 0) have[l] = 1 }
+    $1 == "create" && $2 ~ re && $2 !~ /^cw-d-/ && ($2 in have) { print $2 }' "$1" |
+  while read -r s; do ipset save "$s" 2>/dev/null; done
+}
+# static cellwall sets the bundle has but the cell lacks, or the cell has but the bundle lacks
+cw_setdiff() { # $1 = bundle ipset.restore, $2 = live set names
+  awk -v names="$2" -v re="$cw_setre" '
+    BEGIN { while ((getline l < names) > 0) if (l ~ re && l !~ /^cw-d-/) live[l] = 1 }
+    $1 == "create" && $2 ~ re && $2 !~ /^cw-d-/ { want[$2] = 1 }
+    END { for (s in want) if (!(s in live)) print "missing " s; for (s in live) if (!(s in want)) print "extra " s }' "$1"
 }
 # cheap fingerprint: like cw_live, but per set only name, type and entry count
 cw_quick() {
@@ -171,8 +185,9 @@ cw_recorded() {
     { read -r cw_rec_bundle; read -r cw_rec_live; read -r cw_rec_quick; } < "$cw_state/fleet-applied" || true
   fi
 }
-# record: bundle hash, full live hash, cheap live fingerprint
-cw_record() { # $1 = full live hash
+# record: bundle hash, "c:" + hash of the CW- chains part, cheap live fingerprint.
+# Set contents are not recorded: the full comparison checks them against the bundle.
+cw_record() { # $1 = "c:" chains hash
   { printf '%s\n' "$cw_bundle" "$1"; cw_quick; } > "$cw_state/fleet-applied.new" &&
     mv "$cw_state/fleet-applied.new" "$cw_state/fleet-applied"
 }
@@ -314,10 +329,14 @@ cw_apply() {
     return
   fi
   cw_lock || { cw_result failed cannot take the lock in "$cw_state"; exit 1; }
-  cw_live > "$d/live.before"
-  cw_now=$(cw_hash < "$d/live.before")
+  # full comparison: recorded bundle and chains, and every set of the bundle as the bundle says
+  cw_now="c:$(cw_chains | cw_hash)"
+  ipset list -n > "$d/sets.before" 2>>"$d/err" || { cw_result failed "ipset: $(cw_err)"; cw_unlock; exit 1; }
+  cw_bundle_sets_live "$d/ipset.restore" "$d/sets.before" > "$d/live.sets"
+  cw_drifted "$d/ipset.restore" "$d/live.sets" "$d/sets.before" > "$d/sets.drifted"
+  cw_setdiff "$d/ipset.restore" "$d/sets.before" > "$d/sets.diff"
   cw_recorded
-  if [ "$cw_rec_bundle" = "$cw_bundle" ] && [ "$cw_rec_live" = "$cw_now" ]; then
+  if [ "$cw_rec_bundle" = "$cw_bundle" ] && [ "$cw_rec_live" = "$cw_now" ] && [ ! -s "$d/sets.drifted" ] && [ ! -s "$d/sets.diff" ]; then
     # a record from before the fingerprint existed gains it (no firewall write)
     if [ -z "$cw_rec_quick" ]; then cw_record "$cw_now"; fi
     cw_result unchanged; cw_unlock; return
@@ -327,15 +346,15 @@ cw_apply() {
   iptables-save -t filter > "$d/full.iptables" 2>>"$d/err" || { cw_result failed "iptables-save: $(cw_err)"; cw_unlock; exit 1; }
   cw_cwpart iptables > "$d/snap.iptables"
   if cw_have6; then cw_cwpart ip6tables > "$d/snap.ip6tables"; fi
-  ipset save 2>/dev/null | awk -v re="$cw_setre" '($1 == "create" || $1 == "add") && $2 ~ re && $2 !~ /^cw-d-/' > "$d/snap.sets"
-  ipset list -n > "$d/sets.before" 2>>"$d/err" || { cw_result failed "ipset: $(cw_err)"; cw_unlock; exit 1; }
+  # the only existing sets this run changes are the bundle's (drift rebuilt by swap)
+  cp "$d/live.sets" "$d/snap.sets"
   # sets: only those that do not exist yet (content-addressed names)
   awk -v before="$d/sets.before" 'BEGIN { while ((getline l < before) > 0) have[l] = 1 }
     ($1 == "create" || $1 == "add" || $1 == "flush") && ($2 in have) { next } { print }' \
     "$d/ipset.restore" > "$d/sets.new"
   # existing sets of the bundle whose entries drifted (deleted or added by hand) are
   # rebuilt aside under a temporary name and swapped in (atomic per set)
-  cw_drifted "$d/ipset.restore" "$d/live.before" "$d/sets.before" >> "$d/sets.new"
+  cat "$d/sets.drifted" >> "$d/sets.new"
   if [ -s "$d/sets.new" ]; then
     ipset restore < "$d/sets.new" 2>>"$d/err" || cw_rollback "ipset restore refused the sets: $(cw_err)"
   fi
@@ -359,7 +378,7 @@ cw_apply() {
   ipset list -n 2>/dev/null | while read -r s; do
     case "$s" in cw-d-*) ;; cw-*|cw[46]*-*) grep -qxF -- "$s" "$d/sets.bundle" || ipset destroy "$s" 2>/dev/null ;; esac
   done
-  cw_record "$(cw_live | cw_hash)"
+  cw_record "c:$(cw_chains | cw_hash)"
   cw_result changed
   cw_unlock
 }
@@ -367,10 +386,11 @@ cw_apply() {
 cw_plan() {
   echo "CW-SECTION live"
   cw_live
-  cw_now=$(cw_live | cw_hash)
+  cw_now="c:$(cw_chains | cw_hash)"
   cw_recorded
   echo "CW-SECTION end"
   if [ -x "$cw_job" ]; then echo "CW-SECTION job"; fi
+  # "unchanged" here covers the chains; the operator compares the sets printed above with the bundle
   if [ "$cw_rec_bundle" = "$cw_bundle" ] && [ "$cw_rec_live" = "$cw_now" ]; then cw_result unchanged
   else cw_result would-change; fi
 }

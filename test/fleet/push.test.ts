@@ -125,6 +125,12 @@ describe.skipIf(gate.skip)('cellwall push over ssh', () => {
     // an entry swapped for another keeps the count: the probe cannot see it, the full comparison (--no-fast-path) does
     fleet.inCell(5, 'ipset', ['del', 'cw-a4-sega1', '10.0.1.7']);
     fleet.inCell(5, 'ipset', ['add', 'cw-a4-sega1', '10.0.1.8']);
+    // the dry-run compares the printed sets with the bundle: it shows the swapped entry
+    const dry = json(await push(['--inventory', inv, '--bundles', v1, '--json', '--max-in-flight', '3', '--dry-run']));
+    const d5 = dry.cells.find((c: any) => c.name === 'cell-5');
+    expect(d5.outcome).toBe('would-change');
+    expect([d5.diff.entriesAdded, d5.diff.entriesRemoved]).toEqual([1, 1]);
+    expect(dry.cells.find((c: any) => c.name === 'cell-3').outcome).toBe('unchanged');
     const full = await push(['--inventory', inv, '--bundles', v1, '--json', '--max-in-flight', '3', '--no-fast-path']);
     expect(full.code, full.stderr).toBe(0);
     const byFull = Object.fromEntries(json(full).cells.map((c: any) => [c.name, c]));
