@@ -9,8 +9,9 @@
  *    egress_allow; what is left empty is reported as shadowed;
  *  - ASG rules are bucketed by (who is bound, log flag, protocol/port class)
  *    and every bucket becomes ONE rule over ONE set: a hash:net,port set for
- *    small port lists (one entry per CIDR x port), a hash:net set plus
- *    multiport for large port ranges, a hash:net set for `all` and ICMP;
+ *    short lists of single ports (one entry per CIDR x port), a hash:net
+ *    set plus multiport for port ranges (a range never expands into
+ *    entries), a hash:net set for `all` and ICMP;
  *    the rule count depends on the policy's shape, never on how many
  *    destinations or containers there are;
  *  - sets and chains are content-addressed: identical content -> one object,
