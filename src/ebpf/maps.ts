@@ -113,26 +113,52 @@ function leaves(fp: FamilyPlan, dir: 'src' | 'dst'): Leaf[] {
   return out;
 }
 
-/** split the family's whole address space by every leaf; returns the classes (disjoint, non-empty) */
-function partition(f: Family, ls: Leaf[]): AddrSet[] {
-  let parts = [AddrSet.all().family(f)];
+type Ranges = Array<[bigint, bigint]>;
+
+/**
+ * Split the family's whole address space by every leaf: one sweep over the
+ * sorted range bounds; each elementary interval's class is the set of leaves
+ * covering it. Returns the classes (disjoint, non-empty, each a sorted list of
+ * ranges) in order of their first address.
+ */
+function partition(f: Family, ls: Leaf[]): Ranges[] {
+  const max = f === 4 ? 0xffffffffn : (1n << 128n) - 1n;
+  const events: Array<[bigint, number, 1 | -1]> = [];
   const done = new Set<string>();
+  let id = 0;
   for (const l of ls) {
     const a = l.addrs.family(f);
     const h = a.hash();
     if (done.has(h) || a.isEmpty()) continue;
     done.add(h);
-    const next: AddrSet[] = [];
-    for (const p of parts) {
-      const inside = p.intersect(a);
-      if (inside.isEmpty()) { next.push(p); continue; }
-      const outside = p.difference(a);
-      next.push(inside);
-      if (!outside.isEmpty()) next.push(outside);
+    for (const [s, e] of ranges(a, f)) {
+      events.push([s, id, 1]);
+      if (e < max) events.push([e + 1n, id, -1]);
     }
-    parts = next;
+    id++;
   }
-  return parts;
+  events.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+  const classes = new Map<string, Ranges>();
+  const active = new Set<number>();
+  const emit = (s: bigint, e: bigint) => {
+    const sig = [...active].sort((x, y) => x - y).join(',');
+    let c = classes.get(sig);
+    if (!c) classes.set(sig, (c = []));
+    const last = c[c.length - 1];
+    if (last && last[1] + 1n === s) last[1] = e;
+    else c.push([s, e]);
+  };
+  let cur = 0n;
+  for (let i = 0; i < events.length;) {
+    const pos = events[i][0];
+    if (pos > cur) { emit(cur, pos - 1n); cur = pos; }
+    for (; i < events.length && events[i][0] === pos; i++) {
+      if (events[i][2] === 1) active.add(events[i][1]);
+      else active.delete(events[i][1]);
+    }
+  }
+  emit(cur, max);
+  return [...classes.values()];
 }
 
 /** cut points of the 16-bit port axis of one protocol: intervals [from, to] on which no rule can tell ports apart */
@@ -173,11 +199,11 @@ export function planMaps(plan: Plan): MapContents {
     const srcLeaves = leaves(fp, 'src'), dstLeaves = leaves(fp, 'dst');
     const srcs = partition(f, srcLeaves), dsts = partition(f, dstLeaves);
     const bits = f === 4 ? 32 : 128;
-    const rep = (a: AddrSet) => addrText(ranges(a, f)[0][0], f);
+    const rep = (a: Ranges) => addrText(a[0][0], f);
     const dstIds = dsts.map(() => nextDst++);
     if (nextDst > MAX_CLASS + 1) throw new Error(`ebpf maps: more than ${MAX_CLASS + 1} destination classes`);
     dsts.forEach((d, i) => {
-      for (const [s, e] of ranges(d, f)) {
+      for (const [s, e] of d) {
         for (const [base, len] of rangePrefixes(s, e, bits)) {
           maps[f === 4 ? MAP_NAMES.dst4 : MAP_NAMES.dst6].push({ key: lpmKey(len, bigBytes(base, bits / 8)), value: classValue(dstIds[i]) });
         }
@@ -233,7 +259,7 @@ export function planMaps(plan: Plan): MapContents {
       nextSrc++;
       if (sc > MAX_CLASS) throw new Error(`ebpf maps: more than ${MAX_CLASS} source classes`);
       stats.srcClasses++;
-      for (const [s, e] of ranges(src, f)) {
+      for (const [s, e] of src) {
         for (const [base, len] of rangePrefixes(s, e, bits)) {
           maps[f === 4 ? MAP_NAMES.src4 : MAP_NAMES.src6].push({ key: lpmKey(len, bigBytes(base, bits / 8)), value: classValue(sc) });
         }
