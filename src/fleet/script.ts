@@ -71,7 +71,7 @@ export function buildProbe(): string {
   return `{
 cw_mode=probe
 cw_bundle=
-${LIB}
+${COMMON}
 cw_main
 }
 `;
@@ -92,8 +92,9 @@ ${files}cw_main
 }
 
 // The library is constant text: no value from a policy or an inventory is
-// ever spliced into it.
-const LIB = String.raw`
+// ever spliced into it. It is split: COMMON is all the probe needs (it is sent to every
+// cell, unchanged ones too), APPLY the rest. Both are constant text.
+const COMMON = String.raw`
 set -u
 umask 077
 PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"
@@ -157,6 +158,35 @@ cw_quick() {
 # CPU seconds of this shell and its children; \`times\` must run in this shell (not a subshell): two lines follow the marker
 cw_cpu() { printf '%s ' CW-CPU; times; }
 
+cw_recorded() {
+  cw_rec_bundle= cw_rec_live= cw_rec_quick=
+  if [ -r "$cw_state/fleet-applied" ]; then
+    { read -r cw_rec_bundle; read -r cw_rec_live; read -r cw_rec_quick; } < "$cw_state/fleet-applied" || true
+  fi
+}
+# record: bundle hash, "c:" + hash of the CW- chains part, cheap live fingerprint.
+# Set contents are not recorded: the full comparison checks them against the bundle.
+cw_record() { # $1 = "c:" chains hash
+  { printf '%s\n' "$cw_bundle" "$1"; cw_quick; } > "$cw_state/fleet-applied.new" &&
+    mv "$cw_state/fleet-applied.new" "$cw_state/fleet-applied"
+}
+
+cw_probe() {
+  cw_recorded
+  printf '%s %s %s %s\n' CW-PROBE "${'$'}{cw_rec_bundle:-none}" "${'$'}{cw_rec_quick:-none}" "$(cw_quick)"
+}
+
+cw_main() {
+  case "$cw_mode" in
+    apply) cw_apply ;;
+    plan) cw_plan ;;
+    probe) cw_probe ;;
+  esac
+  cw_cpu
+}
+`;
+
+const APPLY = String.raw`
 cw_setup() {
   trap '' HUP PIPE
   if [ "$cw_mode" = apply ]; then
@@ -178,19 +208,6 @@ cw_lock() {
   fi
 }
 cw_unlock() { if [ -n "${'$'}{cw_unlock_dir:-}" ]; then rmdir "$cw_state/lock.d" 2>/dev/null; fi; }
-
-cw_recorded() {
-  cw_rec_bundle= cw_rec_live= cw_rec_quick=
-  if [ -r "$cw_state/fleet-applied" ]; then
-    { read -r cw_rec_bundle; read -r cw_rec_live; read -r cw_rec_quick; } < "$cw_state/fleet-applied" || true
-  fi
-}
-# record: bundle hash, "c:" + hash of the CW- chains part, cheap live fingerprint.
-# Set contents are not recorded: the full comparison checks them against the bundle.
-cw_record() { # $1 = "c:" chains hash
-  { printf '%s\n' "$cw_bundle" "$1"; cw_quick; } > "$cw_state/fleet-applied.new" &&
-    mv "$cw_state/fleet-applied.new" "$cw_state/fleet-applied"
-}
 
 # payload for one family: drop FORWARD jumps that already exist, flush and
 # delete live CW- chains the bundle no longer declares (with their FORWARD jumps).
@@ -395,17 +412,6 @@ cw_plan() {
   else cw_result would-change; fi
 }
 
-cw_probe() {
-  cw_recorded
-  printf '%s %s %s %s\n' CW-PROBE "${'$'}{cw_rec_bundle:-none}" "${'$'}{cw_rec_quick:-none}" "$(cw_quick)"
-}
-
-cw_main() {
-  case "$cw_mode" in
-    apply) cw_apply ;;
-    plan) cw_plan ;;
-    probe) cw_probe ;;
-  esac
-  cw_cpu
-}
 `;
+
+const LIB = COMMON + APPLY;
