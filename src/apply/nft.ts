@@ -86,17 +86,18 @@ function fault(point: string): void {
 }
 
 /** an nft error with the failing line of the transaction mapped back to ruleset.nft */
-function describeNftError(e: NftRunError, text: string, offset: number, source: string): string {
+function describeNftError(e: NftRunError, text: string, offset: number, script: string, source: string): string {
   const msg = e.stderr.split('\n').find((l) => /Error:/.test(l)) ?? e.stderr.split('\n')[0] ?? '';
   if (e.line === null) return `nft -f failed (exit ${e.code}): ${msg}`;
   const line = text.split('\n')[e.line - 1] ?? '';
-  const where = e.line > offset ? `${source}: ruleset.nft line ${e.line - offset}` : `line ${e.line} of the transaction (added by apply)`;
+  const inScript = e.line > offset && e.line <= offset + script.split('\n').length;
+  const where = inScript ? `${source}: ruleset.nft line ${e.line - offset}` : `line ${e.line} of the transaction (added by apply around ruleset.nft)`;
   return `nft -f failed (exit ${e.code}): ${msg.replace(/^[^:]*:\d+:[\d-]+: /, '')}\n  at ${where}\n  line: ${line.trim().slice(0, 200)}`;
 }
 
 async function desiredOf(input: NftInput): Promise<NftState> {
   const d = await desiredNft(input.script);
-  if ('error' in d) throw new CellwallError(`the nft script does not load (checked in a private network namespace, nothing changed): ${describeNftError(d.error, input.script, 0, input.source)}`);
+  if ('error' in d) throw new CellwallError(`the nft script does not load (checked in a private network namespace, nothing changed): ${describeNftError(d.error, input.script, 0, input.script, input.source)}`);
   return d.state;
 }
 
@@ -180,7 +181,7 @@ export async function applyNft(input: NftInput, opts: NftApplyOptions): Promise<
       const now = await readLiveNft();
       await rm(journalPath(opts.stateDir), { force: true });
       const same = nftStateHash(now) === nftStateHash(live);
-      throw new CellwallError(`apply failed; ${same ? 'nothing was changed (one nft transaction)' : 'WARNING: the table read back differs from before (changed by someone else meanwhile?)'}: ${describeNftError(err, text, before.length, input.source)}`);
+      throw new CellwallError(`apply failed; ${same ? 'nothing was changed (one nft transaction)' : 'WARNING: the table read back differs from before (changed by someone else meanwhile?)'}: ${describeNftError(err, text, before.length, input.script, input.source)}`);
     }
     fault('after-load');
     const back = await readLiveNft();

@@ -180,6 +180,7 @@ describe.skipIf(kernel.skip)('apply --backend nft on a cell (kernel)', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('nothing was changed (one nft transaction)');
     expect(r.stderr).toContain('cw-test-no-such-set');
+    expect(r.stderr).toContain('of the transaction (added by apply around ruleset.nft)');
     expect(r.stderr).not.toMatch(/\n\s+at .*\.js:\d+/); // no stack trace
     expect(await tableJson()).toBe(before);
     expect(await traffic()).toBe('v1');
