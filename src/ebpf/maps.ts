@@ -121,16 +121,20 @@ type Ranges = Array<[bigint, bigint]>;
  * covering it. Returns the classes (disjoint, non-empty, each a sorted list of
  * ranges) in order of their first address.
  */
-function partition(f: Family, ls: Leaf[]): Ranges[] {
+interface AddrClass { ranges: Ranges; /** content hashes of the leaves covering it */ leaves: string[] }
+
+function partition(f: Family, ls: Leaf[]): AddrClass[] {
   const max = f === 4 ? 0xffffffffn : (1n << 128n) - 1n;
   const events: Array<[bigint, number, 1 | -1]> = [];
   const done = new Set<string>();
+  const hashes: string[] = [];
   let id = 0;
   for (const l of ls) {
     const a = l.addrs.family(f);
     const h = a.hash();
     if (done.has(h) || a.isEmpty()) continue;
     done.add(h);
+    hashes.push(h);
     for (const [s, e] of ranges(a, f)) {
       events.push([s, id, 1]);
       if (e < max) events.push([e + 1n, id, -1]);
@@ -138,12 +142,14 @@ function partition(f: Family, ls: Leaf[]): Ranges[] {
     id++;
   }
   events.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
-  const classes = new Map<string, Ranges>();
+  const classes = new Map<string, AddrClass>();
   const active = new Set<number>();
   const emit = (s: bigint, e: bigint) => {
-    const sig = [...active].sort((x, y) => x - y).join(',');
-    let c = classes.get(sig);
-    if (!c) classes.set(sig, (c = []));
+    const ids = [...active].sort((x, y) => x - y);
+    const sig = ids.join(',');
+    let k = classes.get(sig);
+    if (!k) classes.set(sig, (k = { ranges: [], leaves: ids.map((i) => hashes[i]) }));
+    const c = k.ranges;
     const last = c[c.length - 1];
     if (last && last[1] + 1n === s) last[1] = e;
     else c.push([s, e]);
@@ -184,6 +190,29 @@ function portIntervals(fp: FamilyPlan, proto: 'tcp' | 'udp' | 'icmp' | 'icmpv6',
 }
 
 /**
+ * The plan with every address set of family `f` replaced by the class
+ * representatives it holds. A class lies wholly inside or outside each set,
+ * so evaluating a representative against the small sets gives the same
+ * verdict as against the real ones, without scanning big sets per packet.
+ */
+function projectedPlan(plan: Plan, f: Family, reps: Array<{ rep: string; leaves: string[] }>): Plan {
+  const byLeaf = new Map<string, string[]>();
+  for (const r of reps) for (const h of r.leaves) { let l = byLeaf.get(h); if (!l) byLeaf.set(h, (l = [])); l.push(r.rep); }
+  const project = (a: AddrSet): AddrSet => {
+    const l = byLeaf.get(a.family(f).hash());
+    return l ? AddrSet.of([...new Set(l)]) : AddrSet.empty();
+  };
+  const fp = plan.families[f];
+  const sets = fp.sets.map((s): PlanSet => {
+    const k = s.kind;
+    if (k.type === 'net') return { ...s, kind: { type: 'net', addrs: project(k.addrs) } };
+    if (k.type === 'net,port') return { ...s, kind: { type: 'net,port', byPort: k.byPort.map((e) => ({ ...e, addrs: project(e.addrs) })) } };
+    return s;
+  });
+  return { ...plan, families: { ...plan.families, [f]: { ...fp, sets } } };
+}
+
+/**
  * The map contents for a plan: classes in cw_src4/cw_dst4/cw_src6/cw_dst6 and
  * the verdicts in cw_verdict (VERDICT: 0 untouched, 1 deny, 2 allow). Deterministic: the same
  * plan gives byte-identical contents.
@@ -199,11 +228,12 @@ export function planMaps(plan: Plan): MapContents {
     const srcLeaves = leaves(fp, 'src'), dstLeaves = leaves(fp, 'dst');
     const srcs = partition(f, srcLeaves), dsts = partition(f, dstLeaves);
     const bits = f === 4 ? 32 : 128;
-    const rep = (a: Ranges) => addrText(a[0][0], f);
+    const rep = (a: AddrClass) => addrText(a.ranges[0][0], f);
+    const evalPlan = projectedPlan(plan, f, [...srcs, ...dsts].map((c) => ({ rep: rep(c), leaves: c.leaves })));
     const dstIds = dsts.map(() => nextDst++);
     if (nextDst > MAX_CLASS + 1) throw new Error(`ebpf maps: more than ${MAX_CLASS + 1} destination classes`);
     dsts.forEach((d, i) => {
-      for (const [s, e] of d) {
+      for (const [s, e] of d.ranges) {
         for (const [base, len] of rangePrefixes(s, e, bits)) {
           maps[f === 4 ? MAP_NAMES.dst4 : MAP_NAMES.dst6].push({ key: lpmKey(len, bigBytes(base, bits / 8)), value: classValue(dstIds[i]) });
         }
@@ -221,7 +251,7 @@ export function planMaps(plan: Plan): MapContents {
         const verdict = (proto: PacketProto, port?: number): number => {
           stats.evaluations++;
           const icmp = proto === 'icmp' || proto === 'icmpv6';
-          const ev = evaluatePlan(plan, {
+          const ev = evaluatePlan(evalPlan, {
             src: srcAddr, dst: dstAddr, proto,
             ...(icmp ? { type: (port ?? 0) >> 8, code: (port ?? 0) & 0xff } : proto === OTHER ? {} : { port }),
           });
@@ -259,7 +289,7 @@ export function planMaps(plan: Plan): MapContents {
       nextSrc++;
       if (sc > MAX_CLASS) throw new Error(`ebpf maps: more than ${MAX_CLASS} source classes`);
       stats.srcClasses++;
-      for (const [s, e] of src) {
+      for (const [s, e] of src.ranges) {
         for (const [base, len] of rangePrefixes(s, e, bits)) {
           maps[f === 4 ? MAP_NAMES.src4 : MAP_NAMES.src6].push({ key: lpmKey(len, bigBytes(base, bits / 8)), value: classValue(sc) });
         }
