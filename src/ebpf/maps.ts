@@ -167,26 +167,71 @@ function partition(f: Family, ls: Leaf[]): AddrClass[] {
   return [...classes.values()];
 }
 
-/** cut points of the 16-bit port axis of one protocol: intervals [from, to] on which no rule can tell ports apart */
-function portIntervals(fp: FamilyPlan, proto: 'tcp' | 'udp' | 'icmp' | 'icmpv6', extra: Leaf[]): Array<[number, number]> {
+type Proto = 'tcp' | 'udp' | 'icmp' | 'icmpv6';
+
+/**
+ * The 16-bit port axis of `proto` cut into intervals on which no rule can tell
+ * ports apart for destinations of class `d`: only rules whose destination set
+ * may hold the class (or that have none, or a negated one) and net,port
+ * entries covering the class cut it. Source-side net,port entries always cut.
+ */
+function portIntervals(fp: FamilyPlan, f: Family, proto: Proto, srcLeaves: Leaf[], d: AddrClass, setHashes: (name: string) => string[]): Array<[number, number]> {
+  const inClass = new Set(d.leaves);
   const cuts = new Set<number>([0, 0x10000]);
   const cut = (from: number, to: number) => { cuts.add(from); cuts.add(to + 1); };
   for (const c of fp.chains) {
     for (const r of c.rules) {
       const m = r.match;
-      if (m.proto !== proto) continue;
-      for (const d of m.dports ?? []) cut(d.from, d.to);
+      if (m.proto !== undefined && m.proto !== proto) continue; // (net,port set matches carry no proto)
+      if (m.dst && !m.dst.negate && !setHashes(m.dst.set).some((h) => inClass.has(h))) continue;
+      for (const x of m.dports ?? []) cut(x.from, x.to);
       if (m.icmp && m.icmp.type !== -1) {
         if (m.icmp.code === -1) cut(m.icmp.type << 8, (m.icmp.type << 8) | 0xff);
         else cut((m.icmp.type << 8) | m.icmp.code, (m.icmp.type << 8) | m.icmp.code);
       }
+      if (m.dst && !m.dst.negate) {
+        for (const l of portLeaves(fp, m.dst.set)) if (l.proto === proto && inClass.has(l.addrs.family(f).hash())) cut(l.port!, l.port!);
+      } else if (m.dst) for (const l of portLeaves(fp, m.dst.set)) if (l.proto === proto) cut(l.port!, l.port!);
     }
   }
-  for (const l of extra) if (l.proto === proto && l.port !== undefined) cut(l.port, l.port);
+  for (const l of srcLeaves) if (l.proto === proto && l.port !== undefined) cut(l.port, l.port);
   const xs = [...cuts].sort((a, b) => a - b);
   const out: Array<[number, number]> = [];
   for (let i = 0; i + 1 < xs.length; i++) out.push([xs[i], xs[i + 1] - 1]);
   return out;
+}
+
+const portLeavesCache = new WeakMap<FamilyPlan, Map<string, Leaf[]>>();
+/** the net,port entries of a set (lists expanded) */
+function portLeaves(fp: FamilyPlan, name: string): Leaf[] {
+  let cache = portLeavesCache.get(fp);
+  if (!cache) portLeavesCache.set(fp, (cache = new Map()));
+  let hit = cache.get(name);
+  if (!hit) {
+    const s = fp.sets.find((x) => x.name === name);
+    const k = s?.kind;
+    hit = !k ? [] : k.type === 'net,port' ? k.byPort.map((e) => ({ addrs: e.addrs, proto: e.proto, port: e.port }))
+      : k.type === 'list' ? k.members.flatMap((m) => portLeaves(fp, m)) : [];
+    cache.set(name, hit);
+  }
+  return hit;
+}
+
+/** content hashes (family f) of the address sets a set name stands for, lists expanded */
+function setHasher(fp: FamilyPlan, f: Family): (name: string) => string[] {
+  const sets = new Map<string, PlanSet>(fp.sets.map((s) => [s.name, s]));
+  const memo = new Map<string, string[]>();
+  const get = (name: string): string[] => {
+    let hit = memo.get(name);
+    if (hit) return hit;
+    const k = sets.get(name)?.kind;
+    hit = !k ? [] : k.type === 'net' ? [k.addrs.family(f).hash()]
+      : k.type === 'net,port' ? k.byPort.map((e) => e.addrs.family(f).hash())
+      : k.type === 'list' ? k.members.flatMap(get) : [];
+    memo.set(name, hit);
+    return hit;
+  };
+  return get;
 }
 
 /**
@@ -239,7 +284,9 @@ export function planMaps(plan: Plan): MapContents {
         }
       }
     });
-    const protos = (['tcp', 'udp', f === 4 ? 'icmp' : 'icmpv6'] as const).map((p) => ({ p, iv: portIntervals(fp, p, [...srcLeaves, ...dstLeaves]) }));
+    const hasher = setHasher(fp, f);
+    const protoList = ['tcp', 'udp', f === 4 ? 'icmp' : 'icmpv6'] as const;
+    const dstProtos = dsts.map((d) => protoList.map((p) => ({ p, iv: portIntervals(fp, f, p, srcLeaves, d, hasher) })));
     for (const src of srcs) {
       const srcAddr = rep(src);
       const verdicts: MapEntry[] = [];
@@ -263,7 +310,7 @@ export function planMaps(plan: Plan): MapContents {
         const other = verdict(OTHER);
         governed += other;
         verdicts.push({ key: lpmKey(32, head), value: u32(other) });
-        for (const { p, iv } of protos) {
+        for (const { p, iv } of dstProtos[di]) {
           // merge adjacent intervals with the same verdict
           const runs: Array<[number, number, number]> = [];
           for (const [from, to] of iv) {
