@@ -28,6 +28,36 @@ const PYTHON_COLLAPSE = [
   "sys.stdout.write(''.join(str(n) + '\\n' for n in ipaddress.collapse_addresses(nets)))",
 ].join('\n');
 
+// the whole-process peer in the issue's own baseline: node reading the file and calling mergeCidr
+const CIDR_TOOLS_SCRIPT = [
+  "import { mergeCidr } from 'cidr-tools';",
+  "import { readFileSync } from 'node:fs';",
+  "const list = readFileSync(process.argv[1], 'utf8').split('\\n').filter(Boolean);",
+  "process.stdout.write(mergeCidr(list).join('\\n') + '\\n');",
+].join('\n');
+
+function cidrToolsCmd(file: string): Command {
+  return { name: 'cidr-tools (node, whole process)', argv: [process.execPath, '--input-type=module', '-e', CIDR_TOOLS_SCRIPT, file] };
+}
+
+/** cellwall vs cidr-tools, both as whole processes on the same file; outputs compared first */
+function versusCidrTools(o: SuiteOptions, family: GeoFamily, file: string, cw: Command, cwLines: string[] | null): Row {
+  const peerCmd = cidrToolsCmd(file);
+  const peerLines = outputLines(runOnce(peerCmd).stdout);
+  const agree = cwLines ? compareCidrLists(cwLines, peerLines, family) : null;
+  o.log(`  cidr-tools ${peerLines.length} CIDRs (v${family})`);
+  const runs = Math.max(3, Math.min(o.runs, 5));
+  const timed = Object.fromEntries(timeCommands(agree?.agree ? [cw, peerCmd] : [peerCmd], runs).map((t) => [t.name, t]));
+  const fig = (name: string, n: number): Figure | null => (timed[name]
+    ? { name, value: timed[name].medianMs, unit: 'ms', detail: { ...timed[name], outputCidrs: n } } : null);
+  return row({
+    suite: 'aggregate', task: `aggregate v${family} whole process vs cidr-tools`,
+    cellwall: fig(cw.name, cwLines?.length ?? 0), peer: fig(peerCmd.name, peerLines.length),
+    target: 10, agree: agree ? agree.agree : null,
+    note: agree ? agreementNote(agree, ['cellwall', 'cidr-tools']) : 'cellwall failed',
+  });
+}
+
 function cellwallCmd(file: string): Command {
   return { name: 'cellwall cidr aggregate', argv: [process.execPath, 'bin/cellwall.js', 'cidr', 'aggregate', file] };
 }
@@ -70,6 +100,7 @@ export async function wholeProcess(o: SuiteOptions): Promise<Row[]> {
     target: 1.0, agree: agree4 ? agree4.agree : null,
     note: cw4out.error ?? (agree4 ? agreementNote(agree4, ['cellwall', 'iprange']) : undefined),
   }));
+  rows.push(versusCidrTools(o, 4, f4, cw4, cw4out.lines));
 
   // v6: cellwall (>= 5 runs) vs python (one run; it takes ~15-20 s)
   const f6 = geoipCidrFile(6);
@@ -92,6 +123,7 @@ export async function wholeProcess(o: SuiteOptions): Promise<Row[]> {
     target: null, agree: agree6 ? agree6.agree : null,
     note: cw6out.error ?? (agree6 ? agreementNote(agree6, ['cellwall', 'python']) : undefined),
   }));
+  rows.push(versusCidrTools(o, 6, f6, cw6, cw6out.lines));
   return rows;
 }
 
