@@ -13,11 +13,13 @@
  * reference evaluator's by construction, for a new connection (the program is
  * stateless, see docs/ebpf.md).
  *
- * Dynamic member sets are empty here (the program has no run-time membership
- * yet): a dynamic-group source is classified by its address alone.
+ * Dynamic member sets: members known at build time (opts.members) get a
+ * source class of their own (a /32 or /128, longer than any class prefix
+ * holding it); any other address is evaluated as a member of no dynamic group.
  */
 import { AddrSet, type Family } from '../core/index.js';
-import { evaluatePlan, type PacketProto } from '../compile/evaluate.js';
+import { evaluatePlan, type Membership, type PacketProto } from '../compile/evaluate.js';
+import type { Phase } from '../policy/model.js';
 import type { FamilyPlan, Plan, PlanSet } from '../compile/plan.js';
 import { KEY_SIZE, MAP_NAMES, VERDICT, VERDICT_PORT_BIT } from './program.js';
 
@@ -262,7 +264,10 @@ function projectedPlan(plan: Plan, f: Family, reps: Array<{ rep: string; leaves:
  * the verdicts in cw_verdict (VERDICT: 0 untouched, 1 deny, 2 allow). Deterministic: the same
  * plan gives byte-identical contents.
  */
-export function planMaps(plan: Plan): MapContents {
+/** a dynamic-group member known when the maps are built (what `cellwall members add` recorded) */
+export interface MapMember { addr: string; phase: Phase; groups: string[] }
+
+export function planMaps(plan: Plan, opts: { members?: MapMember[] } = {}): MapContents {
   const maps: Record<string, MapEntry[]> = {
     [MAP_NAMES.src4]: [], [MAP_NAMES.dst4]: [], [MAP_NAMES.src6]: [], [MAP_NAMES.dst6]: [], [MAP_NAMES.verdict]: [],
   };
@@ -287,8 +292,8 @@ export function planMaps(plan: Plan): MapContents {
     const hasher = setHasher(fp, f);
     const protoList = ['tcp', 'udp', f === 4 ? 'icmp' : 'icmpv6'] as const;
     const dstProtos = dsts.map((d) => protoList.map((p) => ({ p, iv: portIntervals(fp, f, p, srcLeaves, d, hasher) })));
-    for (const src of srcs) {
-      const srcAddr = rep(src);
+    /** one source class: its verdict row for every destination class, then its prefixes */
+    const addSource = (srcRanges: Ranges, srcAddr: string, members?: Membership) => {
       const verdicts: MapEntry[] = [];
       let governed = 0;
       const sc = nextSrc;
@@ -301,7 +306,7 @@ export function planMaps(plan: Plan): MapContents {
           const ev = evaluatePlan(evalPlan, {
             src: srcAddr, dst: dstAddr, proto,
             ...(icmp ? { type: (port ?? 0) >> 8, code: (port ?? 0) & 0xff } : proto === OTHER ? {} : { port }),
-          });
+          }, members);
           return VERDICT[ev.verdict];
         };
         const head = Buffer.alloc(8);
@@ -332,18 +337,33 @@ export function planMaps(plan: Plan): MapContents {
         }
       });
       // a class untouched everywhere needs no entries: not in cw_src* means not governed
-      if (governed === 0) continue;
+      if (governed === 0) return;
       nextSrc++;
       if (sc > MAX_CLASS) throw new Error(`ebpf maps: more than ${MAX_CLASS} source classes`);
       stats.srcClasses++;
-      for (const [s, e] of src.ranges) {
+      for (const [s, e] of srcRanges) {
         for (const [base, len] of rangePrefixes(s, e, bits)) {
           maps[f === 4 ? MAP_NAMES.src4 : MAP_NAMES.src6].push({ key: lpmKey(len, bigBytes(base, bits / 8)), value: classValue(sc) });
         }
       }
       maps[MAP_NAMES.verdict].push(...verdicts);
+    };
+    for (const src of srcs) addSource(src.ranges, rep(src));
+    // dynamic members: a class of their own address (the longer prefix wins), evaluated with their membership
+    // through the representative of the class holding the address (same static sets, so same verdicts)
+    for (const m of opts.members ?? []) {
+      const r = ranges(AddrSet.of([m.addr]).family(f), f)[0];
+      if (!r) continue;
+      const home = srcs.find((c) => c.ranges.some(([s, e]) => s <= r[0] && r[0] <= e))!;
+      addSource([r], rep(home), { phase: m.phase, groups: m.groups });
     }
     stats.dstClasses += dsts.length;
+  }
+  // a member's /32 (/128) may repeat a class prefix: the member's entry (pushed later) wins
+  for (const n of [MAP_NAMES.src4, MAP_NAMES.src6]) {
+    const last = new Map<string, MapEntry>();
+    for (const e of maps[n]) last.set(e.key.toString('hex'), e);
+    if (last.size !== maps[n].length) maps[n] = maps[n].filter((e) => last.get(e.key.toString('hex')) === e);
   }
   stats.verdicts = maps[MAP_NAMES.verdict].length;
   for (const [name, es] of Object.entries(maps)) {

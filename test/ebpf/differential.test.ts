@@ -2,27 +2,29 @@
  * Differential test of the eBPF backend on real traffic: for seeded random
  * policies (test/kernel/gen.ts), `compile --backend ebpf` output is loaded in a
  * private bpffs, attached with tc on the cell's container-facing interfaces
- * (ingress of to-app and to-peer), and every probe's outcome is compared with
+ * (ingress of to-app and to-peer; maps.json equals planMaps without members,
+ * checked in maps.test.ts), and every probe's outcome is compared with
  * (a) the documented meaning (evaluatePlan; deny = drop; replies exempt, see
  * sim.ts) and (b) what the iptables backend does with the same policy in the
  * same topology (REJECT mapped to drop). Between seeds the filter is swapped
  * to a new program generation with `tc filter replace`.
  *
- * Dynamic member sets are not part of the eBPF backend yet: neither backend
- * gets members here, so space-a sources count by their address alone.
+ * Dynamic members: space-a's running (.3) and staging (.5) members go into
+ * the ipset member sets for iptables and into planMaps' members for eBPF.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { stringify } from 'yaml';
 import { kernelGate, KERNEL_TOOLS } from '../helpers/caps.js';
 import { runCompile } from '../../src/compile/cli.js';
-import { evaluatePlan, type Packet } from '../../src/compile/evaluate.js';
+import { evaluatePlan, type Membership, type Packet } from '../../src/compile/evaluate.js';
 import { compileSegment } from '../../src/compile/index.js';
 import type { Plan } from '../../src/compile/plan.js';
 import { loadPolicy } from '../../src/policy/index.js';
 import { detach, install } from '../../src/ebpf/load.js';
-import { parseMapsJson } from '../../src/ebpf/maps.js';
+import { planMaps, type MapMember } from '../../src/ebpf/maps.js';
+import { dynamicSetName } from '../../src/policy/names.js';
 import { Topology, type Outcome } from '../kernel/netns.js';
 import { waitFor } from '../kernel/cli.js';
 import { DIFF_SIDES, genPolicy, genProbes, Rand, type Mode, type ProbeSpec } from '../kernel/gen.js';
@@ -42,8 +44,17 @@ function packet(p: ProbeSpec): Packet {
 }
 
 /** outcome the eBPF backend must give; null when it depends on the (unknown) ephemeral source port */
-function expected(plan: Plan, p: Packet): Outcome | null {
-  if (evaluatePlan(plan, p).verdict !== 'deny') return 'ok';
+const MEMBERS: MapMember[] = [4, 6].flatMap((f) => {
+  const base = f === 4 ? '10.255.0.' : 'fd00:255::';
+  return [{ addr: `${base}3`, phase: 'running' as const, groups: ['space-a'] }, { addr: `${base}5`, phase: 'staging' as const, groups: ['space-a'] }];
+});
+
+function membership(p: ProbeSpec): Membership {
+  return { phase: p.src.phase, groups: p.src.member ? [p.src.member] : [] };
+}
+
+function expected(plan: Plan, p: Packet, m: Membership): Outcome | null {
+  if (evaluatePlan(plan, p, m).verdict !== 'deny') return 'ok';
   if (p.proto === 'icmp' || p.proto === 'icmpv6') {
     return evaluatePlan(plan, { src: p.dst, dst: p.src, proto: p.proto }).verdict === 'allow' ? 'ok' : 'timeout';
   }
@@ -86,11 +97,11 @@ describe.skipIf(kernel.skip)('eBPF backend: traffic, differential against evalua
     await t.platform({ policy: 'ACCEPT' });
     const root = join(env.bpffs, 'cellwall');
     const g = await install({
-      root, object: join(dir, 'cellwall.bpf.o'), contents: parseMapsJson(readFileSync(join(dir, 'maps.json'), 'utf8')),
+      root, object: join(dir, 'cellwall.bpf.o'), contents: planMaps(plan, { members: MEMBERS }),
       devs: CONTAINER_SIDES, bpftool: env.exec, tc: cellExec, scratch: dir,
     });
     expect(readdirSync(root), 'only the attached generation stays pinned').toEqual([basename(g.dir)]);
-    const wants = probes.map((p) => expected(plan, packet(p)));
+    const wants = probes.map((p) => expected(plan, packet(p), membership(p)));
     const viaBpf = await Promise.all(probes.map((p, i) => t.probe(p.proto, p.src.addr, p.dst, p.port, { timeoutMs: waitFor(wants[i] ?? 'ok') })));
     if (n === SEEDS[0]) {
       // a policy change is a swap: installing another generation replaces the filter in place
@@ -115,12 +126,13 @@ describe.skipIf(kernel.skip)('eBPF backend: traffic, differential against evalua
     // iptables backend, same policy, same probes
     await t.cellExec(['ipset', 'restore', '-file', join(dir, 'ipset.restore')]);
     await t.load(dir);
+    for (const m of MEMBERS) await t.cellExec(['ipset', 'add', dynamicSetName('space-a', m.phase, m.addr.includes(':') ? 6 : 4), m.addr]);
     const viaIpt = await Promise.all(probes.map((p, i) => t.probe(p.proto, p.src.addr, p.dst, p.port, { timeoutMs: waitFor(wants[i] ?? 'ok') })));
     await t.reset();
 
     const bad: string[] = [];
     probes.forEach((p, i) => {
-      const e = evaluatePlan(plan, packet(p));
+      const e = evaluatePlan(plan, packet(p), membership(p));
       const ebpf = viaBpf[i].outcome;
       const ipt = viaIpt[i].outcome === 'refused' ? 'timeout' : viaIpt[i].outcome;
       seen.set(`${e.verdict}/${ebpf}`, (seen.get(`${e.verdict}/${ebpf}`) ?? 0) + 1);

@@ -13,7 +13,7 @@ import { stringify } from 'yaml';
 import { loadPolicy } from '../../src/policy/index.js';
 import { compileSegment } from '../../src/compile/index.js';
 import { type Packet, type PacketProto } from '../../src/compile/evaluate.js';
-import { planMaps, rangePrefixes } from '../../src/ebpf/maps.js';
+import { mapsJson, parseMapsJson, planMaps, rangePrefixes, type MapMember } from '../../src/ebpf/maps.js';
 import { TC_ACT_OK, TC_ACT_SHOT } from '../../src/ebpf/program.js';
 import { runCompile } from '../../src/compile/cli.js';
 import { sha256 } from '../../src/compile/util.js';
@@ -80,6 +80,46 @@ describe('planMaps', () => {
     }
   });
 
+  it('dynamic members get their own source class, evaluated with their membership', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'cwt-ebpfmembers-'));
+    try {
+      const members: MapMember[] = [
+        { addr: '10.255.0.3', phase: 'running', groups: ['space-a'] }, { addr: '10.255.0.5', phase: 'staging', groups: ['space-a'] },
+        { addr: 'fd00:255::3', phase: 'running', groups: ['space-a'] },
+      ];
+      let differs = 0;
+      for (const seed of [11, 12, 13, 14, 15, 16]) {
+        const r = new Rand(0xeb00 + seed);
+        const file = join(tmp, `p${seed}.yaml`);
+        writeFileSync(file, stringify(genPolicy(r, 'tighten')));
+        const plan = compileSegment(await loadPolicy(file), 'seg').plan;
+        const maps = planMaps(plan, { members });
+        const bad: string[] = [];
+        for (let i = 0; i < 80; i++) {
+          const m = r.pick(members);
+          const { p, protoNum } = randomPacket(r);
+          const six = m.addr.includes(':');
+          if (six !== p.src.includes(':')) continue;
+          const q = { ...p, src: m.addr };
+          const want = expectedAction(plan, q, { phase: m.phase, groups: m.groups });
+          if (want !== expectedAction(plan, q)) differs++;
+          const got = simulate(maps, q, protoNum);
+          if (got !== want) bad.push(`${JSON.stringify(q)} as ${m.phase} member: want ${want}, got ${got}`);
+        }
+        expect(bad, `seed ${seed}`).toEqual([]);
+      }
+      expect(differs, 'membership changed some verdicts').toBeGreaterThan(0);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('maps.json round-trips', async () => {
+    const plan = compileSegment(await loadPolicy(POLICY), 'shared').plan;
+    const c = planMaps(plan);
+    expect(parseMapsJson(mapsJson(c))).toEqual(c);
+  });
+
   it('is deterministic and only lists governed sources', async () => {
     const policy = await loadPolicy(POLICY);
     const plan = compileSegment(policy, 'egress-restricted-1').plan;
@@ -100,6 +140,7 @@ describe('compile --backend ebpf', () => {
       const obj = readFileSync(join(out, 'cellwall.bpf.o'));
       expect(obj.subarray(0, 4).toString('latin1')).toBe('\x7fELF');
       expect(obj.readUInt16LE(18)).toBe(247); // EM_BPF
+      expect(readFileSync(join(out, 'maps.json'), 'utf8')).toBe(mapsJson(planMaps(compileSegment(await loadPolicy(POLICY), 'egress-restricted-1').plan)));
       const maps = JSON.parse(readFileSync(join(out, 'maps.json'), 'utf8'));
       expect(Object.keys(maps.maps).sort()).toEqual(['cw_dst4', 'cw_dst6', 'cw_src4', 'cw_src6', 'cw_verdict']);
       expect(maps.maps.cw_verdict.length).toBe(maps.stats.verdicts);

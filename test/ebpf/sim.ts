@@ -5,7 +5,7 @@
  * maps. expectedAction() is the documented meaning in terms of evaluatePlan.
  */
 import { isIPv6 } from 'node:net';
-import { evaluatePlan, type Packet } from '../../src/compile/evaluate.js';
+import { evaluatePlan, type Membership, type Packet } from '../../src/compile/evaluate.js';
 import type { Plan } from '../../src/compile/plan.js';
 import { PROTO_NUM, type MapContents, type MapEntry } from '../../src/ebpf/maps.js';
 import { MAP_NAMES, TC_ACT_OK, TC_ACT_SHOT, VERDICT } from '../../src/ebpf/program.js';
@@ -75,7 +75,7 @@ export function reversed(p: Packet): Packet {
 }
 
 /** TC_ACT_* the classifier must return: drop what evaluatePlan denies, unless the reversed packet is explicitly allowed */
-export function expectedAction(plan: Plan, p: Packet): number {
-  if (evaluatePlan(plan, p).verdict !== 'deny') return TC_ACT_OK;
+export function expectedAction(plan: Plan, p: Packet, members?: Membership): number {
+  if (evaluatePlan(plan, p, members).verdict !== 'deny') return TC_ACT_OK;
   return evaluatePlan(plan, reversed(p)).verdict === 'allow' ? TC_ACT_OK : TC_ACT_SHOT;
 }
