@@ -12,6 +12,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--segment <name>', 'the segment to compare (default: every segment present in both)')
     .option('--text', 'also print the changed payload lines (unified style, no context)')
     .option('--json', 'machine-readable result')
+    .option('--backend <backend>', 'with --live: iptables, or nft (reads table inet cellwall with nft -j)', 'iptables')
     .option('--iptables <variant>', 'with --live: auto, nft or legacy', 'auto')
     .option('--state-dir <dir>', 'with --live: state dir holding the pinned iptables variant')
     .action(async (oldPath: string, newPath: string | undefined, o: DiffCliOptions) => {

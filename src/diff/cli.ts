@@ -18,6 +18,7 @@ export interface DiffCliOptions {
   text?: boolean;
   iptables?: string;
   stateDir?: string;
+  backend?: string;
 }
 
 interface SideSegment { plan: Plan; texts: PayloadTexts }
@@ -28,6 +29,8 @@ interface Side {
   segments: Map<string | null, SideSegment>;
   /** live: canonical state texts are compared instead of payload text */
   canonical?: boolean;
+  /** live nft table: the text part compares set elements only */
+  nft?: boolean;
 }
 
 async function policySide(file: string): Promise<Side> {
@@ -62,6 +65,16 @@ async function liveSide(o: DiffCliOptions): Promise<Side> {
   ]);
   const texts = { ipset, v4, v6 };
   return { label: 'live', kind: 'live', canonical: true, segments: new Map([[null, { plan: planFromPayloads(texts, '(live)', 'live cell'), texts }]]) };
+}
+
+async function liveNftSide(): Promise<Side> {
+  const { run } = await import('../state/exec.js');
+  const { NFT_FAMILY, NFT_TABLE } = await import('../render/nft.js');
+  const { planFromNftJson } = await import('./nft.js');
+  const r = await run('nft', ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE]);
+  if (r.code !== 0) throw new CellwallError(`nft -j list table ${NFT_FAMILY} ${NFT_TABLE} failed (exit ${r.code}): ${r.stderr.trim() || 'no output'}`);
+  const plan = planFromNftJson(r.stdout, { what: 'live nft table' });
+  return { label: 'live', kind: 'live', nft: true, segments: new Map([[null, { plan, texts: { ipset: '', v4: '', v6: '' } }]]) };
 }
 
 async function side(path: string): Promise<Side> {
@@ -125,12 +138,18 @@ export async function runDiff(oldPath: string, newPath: string | undefined, o: D
   if (o.live && newPath) throw new CellwallError('diff --live compares ONE policy or bundle with this cell: give only OLD');
   if (!o.live && !newPath) throw new CellwallError('diff: give OLD and NEW (policy files or `compile --out` folders), or OLD --live');
   const a = await side(oldPath);
-  const b = o.live ? await liveSide(o) : await side(newPath!);
+  const backend = o.backend ?? 'iptables';
+  if (backend !== 'iptables' && backend !== 'nft') throw new CellwallError(`--backend ${backend}: diff --live reads the iptables or nft backend (expected iptables or nft)`);
+  if (backend === 'nft' && !o.live) throw new CellwallError('--backend nft: only with --live (policies and bundles are compared without a backend)');
+  const b = o.live ? (backend === 'nft' ? await liveNftSide() : await liveSide(o)) : await side(newPath!);
   const out: SegmentDiff[] = [];
   for (const p of pairs(a, b, o.segment)) {
     const changes = diffPlans(p.old.plan, p.new.plan);
     const d: SegmentDiff = { segment: p.segment, equal: changes.length === 0, changes };
-    if (o.text) d.text = await textDiff(p.old, p.new, !!b.canonical);
+    if (o.text && b.nft) {
+      const { nftSetLines } = await import('./nft.js');
+      d.text = { 'set elements': diffLines(nftSetLines(p.old.plan), nftSetLines(p.new.plan)) };
+    } else if (o.text) d.text = await textDiff(p.old, p.new, !!b.canonical);
     out.push(d);
   }
   const equal = out.every((d) => d.equal);
