@@ -16,6 +16,8 @@ const kernel = kernelGate(['ip', 'nft']);
 const BIN = join(ROOT, 'bin', 'cellwall.js');
 const POLICY = join(ROOT, 'examples', 'cellwall.yaml');
 const OTHER = join(ROOT, 'examples', 'dcos-it-hr.yaml');
+/** enforce mode (accept), icmp/icmpv6 types and codes (nft prints them by name) */
+const ICMP = join(ROOT, 'test', 'diff', 'fixtures', 'icmp-enforce.yaml');
 
 describe.skipIf(kernel.skip)('diff --live --backend nft (kernel)', () => {
   const ns = `cwt-${randomBytes(3).toString('hex')}-dnft`;
@@ -34,12 +36,12 @@ describe.skipIf(kernel.skip)('diff --live --backend nft (kernel)', () => {
   const cw = (args: string[]) => inNs([process.execPath, BIN, ...args]);
 
   it('is equal after apply, reports exactly a deleted set element, and another policy as different', async () => {
-    for (const seg of ['egress-restricted-1', 'shared']) {
+    for (const [policy, seg] of [[ICMP, 'shared'], [POLICY, 'egress-restricted-1'], [POLICY, 'shared']]) {
       // a fresh table per segment (apply refuses to redeclare a shared set whose comment differs between segments)
       await inNs(['nft', 'delete', 'table', 'inet', 'cellwall']);
-      const ap = await cw(['apply', '--backend', 'nft', '--state-dir', tmp, POLICY, '--segment', seg]);
+      const ap = await cw(['apply', '--backend', 'nft', '--state-dir', tmp, policy, '--segment', seg]);
       expect(ap.code, ap.stdout + ap.stderr).toBe(0);
-      const same = await cw(['diff', POLICY, '--segment', seg, '--live', '--backend', 'nft', '--text']);
+      const same = await cw(['diff', policy, '--segment', seg, '--live', '--backend', 'nft', '--text']);
       expect(same.code, same.stdout + same.stderr).toBe(0);
       expect(same.stdout).toContain('semantically equal');
       expect(same.stdout).not.toMatch(/^[-+]/m);
