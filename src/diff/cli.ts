@@ -72,6 +72,9 @@ async function liveNftSide(): Promise<Side> {
   const { NFT_FAMILY, NFT_TABLE } = await import('../render/nft.js');
   const { planFromNftJson } = await import('./nft.js');
   const r = await run('nft', ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE]);
+  if (r.code !== 0 && /No such file or directory|does not exist/i.test(r.stderr)) {
+    throw new CellwallError(`no table ${NFT_FAMILY} ${NFT_TABLE} in this netns: nothing was applied with --backend nft here (for the iptables backend, drop --backend nft)`);
+  }
   if (r.code !== 0) throw new CellwallError(`nft -j list table ${NFT_FAMILY} ${NFT_TABLE} failed (exit ${r.code}): ${r.stderr.trim() || 'no output'}`);
   const plan = planFromNftJson(r.stdout, { what: 'live nft table' });
   return { label: 'live', kind: 'live', nft: true, segments: new Map([[null, { plan, texts: { ipset: '', v4: '', v6: '' } }]]) };

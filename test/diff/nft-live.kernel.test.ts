@@ -36,6 +36,10 @@ describe.skipIf(kernel.skip)('diff --live --backend nft (kernel)', () => {
   const cw = (args: string[]) => inNs([process.execPath, BIN, ...args]);
 
   it('is equal after apply, reports exactly a deleted set element, and another policy as different', async () => {
+    const none = await cw(['diff', POLICY, '--segment', 'shared', '--live', '--backend', 'nft']);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/no table inet cellwall in this netns/);
+
     for (const [policy, seg] of [[ICMP, 'shared'], [POLICY, 'egress-restricted-1'], [POLICY, 'shared']]) {
       // a fresh table per segment (apply refuses to redeclare a shared set whose comment differs between segments)
       await inNs(['nft', 'delete', 'table', 'inet', 'cellwall']);
