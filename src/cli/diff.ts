@@ -8,7 +8,7 @@ export function register(program: Command, ctx: CliContext): void {
     .description('what traffic changes verdict between two policies or bundles, or a policy/bundle and this cell (--live); exit 0 equal, 2 different')
     .argument('<old>', 'policy file (YAML or JSON) or a `compile --out` folder')
     .argument('[new]', 'policy file or `compile --out` folder (not with --live)')
-    .option('--live', 'compare OLD with this cell\'s netns (iptables-save, ipset save)')
+    .option('--live', 'compare OLD with this cell\'s netns (iptables-save, ipset save; with --backend nft: nft -j list table inet cellwall)')
     .option('--segment <name>', 'the segment to compare (default: every segment present in both)')
     .option('--text', 'also print the changed payload lines (unified style, no context)')
     .option('--json', 'machine-readable result')
