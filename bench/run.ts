@@ -15,10 +15,11 @@ import { parseArgs } from 'node:util';
 import { loadCore } from './lib/core.js';
 import { formatTable, type Row, writeResults } from './lib/report.js';
 import { inProcess, type SuiteOptions, wholeProcess } from './suites/aggregate.js';
+import { backends } from './suites/backends.js';
 import { cfscale } from './suites/cfscale.js';
 import { lookups } from './suites/lookup.js';
 
-const SUITES = ['whole', 'inprocess', 'lookup', 'cfscale'] as const;
+const SUITES = ['whole', 'inprocess', 'lookup', 'cfscale', 'backends'] as const;
 const DEFAULT_SUITES: Suite[] = ['whole', 'inprocess', 'lookup'];
 type Suite = (typeof SUITES)[number];
 
@@ -43,7 +44,7 @@ async function main(): Promise<number> {
   for (const s of scales) if (s !== 'full' && s !== 'tenth') throw new Error(`unknown scale '${s}' (expected full, tenth)`);
   const loadBudgetMs = Number(values['load-budget']) * 1000;
   if (!(loadBudgetMs > 0)) throw new Error(`--load-budget: expected a number of seconds, got '${values['load-budget']}'`);
-  const name = values.name ?? `${only.includes('cfscale') ? 'issue3' : 'issue2'}-${hostname()}`;
+  const name = values.name ?? `${only.includes('backends') ? 'backends' : only.includes('cfscale') ? 'issue3' : 'issue2'}-${hostname()}`;
   const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 
   const load = loadavg()[0];
@@ -66,6 +67,11 @@ async function main(): Promise<number> {
         const r = await cfscale({ seed: 42, scales, loadBudgetMs, log });
         rows.push(...r.rows);
         extra.cfscale = r.detail;
+      }
+      if (s === 'backends') {
+        const r = await backends({ core, log, quick: values.quick });
+        rows.push(...r.rows);
+        extra.backends = r.detail;
       }
     } catch (e) {
       const err = e as Error;
