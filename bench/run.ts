@@ -72,6 +72,7 @@ async function main(): Promise<number> {
         const r = await backends({ core, log, quick: values.quick });
         rows.push(...r.rows);
         extra.backends = r.detail;
+        for (const error of r.errors) failures.push({ suite: s, error });
       }
     } catch (e) {
       const err = e as Error;
