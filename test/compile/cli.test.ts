@@ -7,21 +7,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runCompile, runExplain } from '../../src/compile/cli.js';
 import { sha256 } from '../../src/compile/util.js';
 import { CellwallError } from '../../src/errors.js';
+import { ctx } from '../helpers/cli-ctx.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const POLICY = join(ROOT, 'examples', 'cellwall.yaml');
 
-function ctx() {
-  const out = { stdout: '', stderr: '', code: 0 };
-  return {
-    out,
-    ctx: {
-      setExit: (c: number) => { out.code = c; },
-      stdout: { write: (s: string) => ((out.stdout += s), true) } as unknown as NodeJS.WritableStream,
-      stderr: { write: (s: string) => ((out.stderr += s), true) } as unknown as NodeJS.WritableStream,
-    },
-  };
-}
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));

@@ -6,20 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCompile } from '../../src/compile/cli.js';
 import { runDiff } from '../../src/diff/cli.js';
 import { diffLines } from '../../src/diff/text.js';
+import { ctx } from '../helpers/cli-ctx.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
-function ctx() {
-  const out = { stdout: '', stderr: '', code: 0 };
-  return {
-    out,
-    ctx: {
-      setExit: (c: number) => { out.code = c; },
-      stdout: { write: (s: string) => ((out.stdout += s), true) } as unknown as NodeJS.WritableStream,
-      stderr: { write: (s: string) => ((out.stderr += s), true) } as unknown as NodeJS.WritableStream,
-    },
-  };
-}
 
 let dir = '';
 beforeAll(async () => {
