@@ -22,6 +22,7 @@ import { desiredFromPayload, readPayloadDir } from '../../src/apply/payload.js';
 import { compileToPayload } from '../../src/apply/compile-input.js';
 import { loadPolicy } from '../../src/policy/index.js';
 import { EXAMPLES } from '../kernel/cli.js';
+import { until } from '../helpers/until.js';
 
 const kernel = kernelGate([...['ip', 'iptables-restore', 'ip6tables-restore', 'iptables-save', 'ipset', 'flock', 'mount']]);
 const BIN = join(ROOT, 'bin', 'cellwall.js');
@@ -217,11 +218,6 @@ describe.skipIf(kernel.skip)('apply on a cell (kernel)', () => {
     let log = '';
     child.stderr.on('data', (d) => (log += String(d)));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    const until = async (cond: () => Promise<boolean> | boolean, ms: number): Promise<boolean> => {
-      const end = Date.now() + ms;
-      while (Date.now() < end) { if (await cond()) return true; await new Promise((r) => setTimeout(r, 100)); }
-      return cond();
-    };
     const inState = async (n: Name): Promise<boolean> => JSON.stringify((await liveHashes()).hashes) === JSON.stringify(expected.get(n)!.hashes);
     try {
       expect(await until(() => log.includes('applied'), 15_000), log).toBe(true);

@@ -17,6 +17,7 @@ import { kernelGate } from '../helpers/caps.js';
 import { Topology, type ExecResult } from '../kernel/netns.js';
 import { ROOT } from '../kernel/cli.js';
 import { compileNft, liveTable } from './nft.js';
+import { until } from '../helpers/until.js';
 
 const kernel = kernelGate(['ip', 'nft', 'socat', 'ping', 'unshare', 'flock']);
 const BIN = join(ROOT, 'bin', 'cellwall.js');
@@ -268,11 +269,6 @@ describe.skipIf(kernel.skip)('apply --backend nft on a cell (kernel)', () => {
     let log = '';
     child.stderr.on('data', (d) => (log += String(d)));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    const until = async (cond: () => Promise<boolean> | boolean, ms: number): Promise<boolean> => {
-      const end = Date.now() + ms;
-      while (Date.now() < end) { if (await cond()) return true; await new Promise((r) => setTimeout(r, 100)); }
-      return cond();
-    };
     try {
       expect(await until(() => log.includes('applied (nft)'), 15_000), log).toBe(true);
       expect(await traffic()).toBe('v1');
