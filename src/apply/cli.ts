@@ -16,8 +16,12 @@ export interface ApplyCommand extends InputSpec {
   stateDir?: string;
   lockTimeout: number;
   json?: boolean;
-  /** iptables (default) or nft */
+  /** iptables (default), nft or ebpf */
   backend?: string;
+  /** ebpf: bpffs root, device globs (comma-separated), fill path */
+  bpffs?: string;
+  devices?: string;
+  fill?: string;
 }
 
 export async function runApplyCommand(o: ApplyCommand, ctx: CliContext): Promise<number> {
@@ -27,9 +31,16 @@ export async function runApplyCommand(o: ApplyCommand, ctx: CliContext): Promise
     const secs = Number(o.watch);
     if (!Number.isFinite(secs) || secs <= 0) throw new CellwallError(`--watch: expected a number of seconds > 0, got "${o.watch}"`);
     if (o.dryRun) throw new CellwallError('--watch and --dry-run do not go together');
-    return await watch(o, { stateDir, iptables: o.iptables, lockTimeout: o.lockTimeout, intervalSec: secs, log, json: !!o.json, out: ctx.stdout, backend: o.backend });
+    const ebpf = o.backend === 'ebpf' ? await ebpfTarget(o) : undefined;
+    return await watch(o, { stateDir, iptables: o.iptables, lockTimeout: o.lockTimeout, intervalSec: secs, log, json: !!o.json, out: ctx.stdout, backend: o.backend, ebpf });
   }
   if (o.backend === 'nft') return await runNftApply(o, ctx, stateDir, log);
+  if (o.backend === 'ebpf') {
+    const { applyEbpf, loadEbpfInput } = await import('./ebpf.js');
+    const r = await applyEbpf(await loadEbpfInput(o), { stateDir, dryRun: o.dryRun, lockTimeout: o.lockTimeout, log, ...(await ebpfTarget(o)) });
+    report(r, o.json ?? false, ctx);
+    return r.dryRun && r.changed ? 2 : 0;
+  }
   if (typeof process.getuid === 'function' && process.getuid() !== 0 && !o.dryRun) {
     log('warning: not running as root; iptables and ipset will most likely refuse');
   }
@@ -41,6 +52,17 @@ export async function runApplyCommand(o: ApplyCommand, ctx: CliContext): Promise
   report(r, o.json ?? false, ctx);
   if (r.dryRun) return r.changed ? 2 : 0;
   return 0;
+}
+
+/** --bpffs, --devices, --fill (defaults in src/state/ebpf.ts) */
+async function ebpfTarget(o: ApplyCommand): Promise<{ root: string; devices: string[]; fill: 'syscall' | 'bpftool' }> {
+  const { DEFAULT_BPFFS_ROOT, DEFAULT_DEVICES, parseDeviceGlobs } = await import('../state/ebpf.js');
+  const { resolve } = await import('node:path');
+  return {
+    root: resolve(o.bpffs ?? DEFAULT_BPFFS_ROOT),
+    devices: o.devices !== undefined ? parseDeviceGlobs(o.devices) : DEFAULT_DEVICES,
+    fill: o.fill === 'bpftool' ? 'bpftool' : 'syscall',
+  };
 }
 
 async function runNftApply(o: ApplyCommand, ctx: CliContext, stateDir: string, log: (line: string) => void): Promise<number> {

@@ -16,8 +16,10 @@ export interface WatchOptions {
   log: (line: string) => void;
   json: boolean;
   out: NodeJS.WritableStream;
-  /** iptables (default) or nft */
+  /** iptables (default), nft or ebpf */
   backend?: string;
+  /** ebpf: where to pin, which devices, fill path */
+  ebpf?: { root: string; devices: string[]; fill: 'syscall' | 'bpftool' };
 }
 
 interface Reconciler {
@@ -32,6 +34,11 @@ async function load(spec: InputSpec, o: WatchOptions): Promise<Reconciler> {
     const { applyNft, loadNftInput } = await import('./nft.js');
     const input = await loadNftInput(spec);
     return { stamp: input.stamp, source: input.source, apply: (w) => applyNft(input, { stateDir: w.stateDir, lockTimeout: Math.min(w.lockTimeout, w.intervalSec), log: w.log }) };
+  }
+  if (o.backend === 'ebpf') {
+    const { applyEbpf, loadEbpfInput } = await import('./ebpf.js');
+    const input = await loadEbpfInput(spec);
+    return { stamp: input.stamp, source: input.source, apply: (w) => applyEbpf(input, { stateDir: w.stateDir, lockTimeout: Math.min(w.lockTimeout, w.intervalSec), log: w.log, ...w.ebpf! }) };
   }
   const input = await loadInput(spec);
   return {
