@@ -5,8 +5,10 @@
  *   desired = the script loaded into a private empty netns and read back
  *   -> lock -> recover an interrupted apply from its journal -> read live
  *   -> plan (chains, rules, set elements) -> journal the snapshot
- *   -> ONE `nft -f`: [flush altered sets] + ruleset.nft + [remove an older
- *      policy's chains and sets] -> verify (read back == desired) -> manifest.
+ *   -> ONE `nft -f`: [flush altered sets | flush every chain and delete the
+ *      sets/chains whose declaration differs] + ruleset.nft + [re-add the
+ *      members of a redeclared dynamic set] + [remove an older policy's
+ *      chains and sets] -> verify (read back == desired) -> manifest.
  *
  * A failing `nft -f` changes nothing (the kernel aborts the transaction; we
  * check it by reading back). A verify mismatch restores the snapshot, again in
@@ -163,15 +165,12 @@ export async function applyNft(input: NftInput, opts: NftApplyOptions): Promise<
       if (!prev || prev.backend !== NFT_BACKEND || prev.payloadHash !== target || prev.hashes?.table !== hash) await writeManifest(opts, input, target, hash);
       return result(false, false, plan, live, recovered, tRead, 0);
     }
-    if (plan.sets.redeclare.length) {
-      throw new CellwallError(`set(s) ${plan.sets.redeclare.join(', ')} exist with a different declaration than the policy's; nft cannot change a set's type in place. Delete them (nft delete set ${'inet cellwall'} NAME) or the table, then apply again`);
-    }
     const snapshot = await snapshotNft();
     const journal: NftJournal = { version: 1, pid: process.pid, started: new Date().toISOString(), backend: NFT_BACKEND, target, snapshot };
     await writeAtomic(journalPath(opts.stateDir), JSON.stringify(journal));
     fault('after-journal');
     const tw = performance.now();
-    const { before, after } = transactionAround(plan);
+    const { before, after } = transactionAround(plan, live);
     // test hook: a last line the kernel refuses, to show that the whole transaction is then dropped
     const failLast = process.env.CELLWALL_TEST_HOOKS === '1' && process.env.CELLWALL_TEST_FAULT === 'nft-fail-last-line';
     const text = [...before, input.script, ...after, ...(failLast ? ['delete set inet cellwall cw-test-no-such-set'] : []), ''].join('\n');

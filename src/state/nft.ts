@@ -138,6 +138,16 @@ export function nftStateText(s: NftState | null): string {
 
 export const nftStateHash = (s: NftState | null): string => sha(nftStateText(s));
 
+/** an object whose declaration differs, and the fields that differ (`comment`, `type`, `prio`, ...) */
+export interface Redeclared { name: string; fields: string[] }
+
+/** the top-level keys of two declarations (JSON text) whose values differ */
+function declFields(a: string, b: string): string[] {
+  const x = JSON.parse(a) as Json;
+  const y = JSON.parse(b) as Json;
+  return [...new Set([...Object.keys(x), ...Object.keys(y)])].filter((k) => JSON.stringify(x[k]) !== JSON.stringify(y[k])).sort();
+}
+
 /** What turns `live` into `want`. */
 export interface NftPlan {
   empty: boolean;
@@ -148,18 +158,20 @@ export interface NftPlan {
     remove: string[];
     /** elements differ: flushed and refilled */
     refill: Array<{ name: string; added: string[]; removed: string[] }>;
-    /** declaration differs (type, flags, comment) */
-    redeclare: string[];
+    /** declaration differs (type, flags, comment, ...): deleted and recreated in the same transaction */
+    redeclare: Redeclared[];
   };
   chains: {
     create: string[];
     remove: string[];
+    /** declaration differs (hook, priority, policy, ...): deleted and recreated in the same transaction */
+    redeclare: Redeclared[];
     replace: Array<{ name: string; rules: number; was: number; added: number; removed: number; decl: boolean }>;
   };
 }
 
 export function emptyNftPlan(): NftPlan {
-  return { empty: true, table: null, sets: { create: [], remove: [], refill: [], redeclare: [] }, chains: { create: [], remove: [], replace: [] } };
+  return { empty: true, table: null, sets: { create: [], remove: [], refill: [], redeclare: [] }, chains: { create: [], remove: [], redeclare: [], replace: [] } };
 }
 
 export function diffNft(want: NftState, live: NftState | null): NftPlan {
@@ -168,7 +180,7 @@ export function diffNft(want: NftState, live: NftState | null): NftPlan {
   for (const [n, s] of want.sets) {
     const h = have.sets.get(n);
     if (!h) { p.sets.create.push(n); continue; }
-    if (h.decl !== s.decl) p.sets.redeclare.push(n);
+    if (h.decl !== s.decl) p.sets.redeclare.push({ name: n, fields: declFields(h.decl, s.decl) });
     if (!s.dynamic && h.elems.join('\n') !== s.elems.join('\n')) {
       const hs = new Set(h.elems);
       const ws = new Set(s.elems);
@@ -179,6 +191,7 @@ export function diffNft(want: NftState, live: NftState | null): NftPlan {
   for (const [n, c] of want.chains) {
     const h = have.chains.get(n);
     if (!h) { p.chains.create.push(n); continue; }
+    if (h.decl !== c.decl) p.chains.redeclare.push({ name: n, fields: declFields(h.decl, c.decl) });
     if (h.decl !== c.decl || h.rules.join('\n') !== c.rules.join('\n')) {
       const hs = new Set(h.rules);
       const ws = new Set(c.rules);
@@ -199,25 +212,54 @@ export function formatNftPlan(p: NftPlan, want: NftState): string {
   if (p.table) out.push(`+ table ${NFT_REF}`);
   for (const n of p.sets.create) out.push(`+ set ${n} (${want.sets.get(n)!.dynamic ? 'dynamic members' : `${want.sets.get(n)!.elems.length} elements`})`);
   for (const s of p.sets.refill) out.push(`~ set ${s.name}: +${s.added.length} -${s.removed.length} elements (refilled)`);
-  for (const n of p.sets.redeclare) out.push(`! set ${n}: declaration differs from the policy's (type/flags/comment)`);
+  for (const r of p.sets.redeclare) out.push(`~ set ${r.name}: declaration differs (${r.fields.join(', ')}): deleted and recreated in the same transaction`);
   for (const n of p.sets.remove) out.push(`- set ${n} (older policy)`);
   for (const n of p.chains.create) out.push(`+ chain ${n} (${want.chains.get(n)!.rules.length} rules)`);
-  for (const c of p.chains.replace) out.push(`~ chain ${c.name}: ${c.was} -> ${c.rules} rules (+${c.added} -${c.removed})${c.decl ? ', declaration differs' : ''}`);
+  for (const c of p.chains.replace) {
+    const why = c.decl ? `, declaration differs (${p.chains.redeclare.find((r) => r.name === c.name)?.fields.join(', ')}): deleted and recreated` : '';
+    out.push(`~ chain ${c.name}: ${c.was} -> ${c.rules} rules (+${c.added} -${c.removed})${why}`);
+  }
   for (const n of p.chains.remove) out.push(`- chain ${n} (older policy)`);
   return out.join('\n') + '\n';
 }
 
+/** dynamic members are re-added in lines of at most this many elements */
+const ELEMS_PER_LINE = 1000;
+
 /**
  * The lines around `script` that make it turn `live` into the script's state
- * in the same transaction: before it, flush the content-addressed sets whose
- * elements were altered (the script never flushes sets); after it, remove the
- * chains and content-addressed sets of an older policy (flushed before
- * deleted: nft deletes only empty, unreferenced chains). Dynamic member sets
- * are kept, as with ipset.
+ * in the same transaction (one `nft -f`: the kernel applies all of it or
+ * none of it, so there is never a moment without rules):
+ *
+ * - before it: when an object of the live table must be redeclared (a set
+ *   whose type, flags or comment differ, e.g. a set two segments share under
+ *   different comments; a chain whose hook, priority or policy differ), flush
+ *   EVERY live chain (nothing references anything any more; the script
+ *   refills our chains) and delete those objects; the script then creates
+ *   them anew. Otherwise only flush the content-addressed sets whose elements
+ *   were altered (the script never flushes sets).
+ * - after it: re-add the live members of a redeclared dynamic member set;
+ *   remove the chains and content-addressed sets of an older policy (flushed
+ *   before deleted: nft deletes only empty, unreferenced chains). Dynamic
+ *   member sets are kept, as with ipset.
  */
-export function transactionAround(plan: NftPlan): { before: string[]; after: string[] } {
-  const before = plan.sets.refill.map((s) => `flush set ${NFT_REF} ${s.name}`);
+export function transactionAround(plan: NftPlan, live: NftState | null): { before: string[]; after: string[] } {
+  const redeclared = new Set(plan.sets.redeclare.map((r) => r.name));
+  const rebuild = !!live && (redeclared.size > 0 || plan.chains.redeclare.length > 0);
+  const before = [
+    ...(rebuild ? [...live!.chains.keys()].map((c) => `flush chain ${NFT_REF} ${c}`) : []),
+    ...(rebuild ? plan.chains.redeclare.map((c) => `delete chain ${NFT_REF} ${c.name}`) : []),
+    ...(rebuild ? plan.sets.redeclare.map((s) => `delete set ${NFT_REF} ${s.name}`) : []),
+    ...plan.sets.refill.filter((s) => !redeclared.has(s.name)).map((s) => `flush set ${NFT_REF} ${s.name}`),
+  ];
+  const members: string[] = [];
+  for (const n of redeclared) {
+    const s = live?.sets.get(n);
+    if (!s?.dynamic) continue;
+    for (let i = 0; i < s.elems.length; i += ELEMS_PER_LINE) members.push(`add element ${NFT_REF} ${n} { ${s.elems.slice(i, i + ELEMS_PER_LINE).join(', ')} }`);
+  }
   const after = [
+    ...members,
     ...plan.chains.remove.map((c) => `flush chain ${NFT_REF} ${c}`),
     ...plan.chains.remove.map((c) => `delete chain ${NFT_REF} ${c}`),
     ...plan.sets.remove.map((s) => `delete set ${NFT_REF} ${s}`),

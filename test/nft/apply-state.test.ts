@@ -7,14 +7,17 @@ import { describe, expect, it } from 'vitest';
 import { diffNft, elemText, formatNftPlan, nftErrorLine, nftStateHash, parseNftJson, restoreScript, transactionAround } from '../../src/state/nft.js';
 
 const T = { family: 'inet', table: 'cellwall' };
-function table(opts: { elems?: unknown[]; dyn?: unknown[]; rules?: Array<{ chain: string; expr: unknown[]; handle?: number }>; extraChain?: string; extraSet?: string; counter?: number }): string {
+function table(opts: {
+  elems?: unknown[]; dyn?: unknown[]; rules?: Array<{ chain: string; expr: unknown[]; handle?: number }>; extraChain?: string; extraSet?: string; counter?: number;
+  comment?: string; dynComment?: string; prio?: number;
+}): string {
   const items: unknown[] = [
     { metainfo: { version: '1.0.6' } },
     { table: { family: 'inet', name: 'cellwall', handle: 9 } },
-    { set: { ...T, name: 'cw4n-aaa', type: 'ipv4_addr', handle: 2, flags: ['interval'], elem: opts.elems ?? [{ prefix: { addr: '10.0.0.0', len: 8 } }] } },
-    { set: { ...T, name: 'cw-d-g-r4', type: 'ipv4_addr', handle: 3, flags: ['interval'], ...(opts.dyn ? { elem: opts.dyn } : {}) } },
+    { set: { ...T, name: 'cw4n-aaa', type: 'ipv4_addr', handle: 2, flags: ['interval'], ...(opts.comment ? { comment: opts.comment } : {}), elem: opts.elems ?? [{ prefix: { addr: '10.0.0.0', len: 8 } }] } },
+    { set: { ...T, name: 'cw-d-g-r4', type: 'ipv4_addr', handle: 3, flags: ['interval'], ...(opts.dynComment ? { comment: opts.dynComment } : {}), ...(opts.dyn ? { elem: opts.dyn } : {}) } },
     ...(opts.extraSet ? [{ set: { ...T, name: opts.extraSet, type: 'ipv4_addr', handle: 4, flags: ['interval'] } }] : []),
-    { chain: { ...T, name: 'forward', handle: 1, type: 'filter', hook: 'forward', prio: 0, policy: 'accept' } },
+    { chain: { ...T, name: 'forward', handle: 1, type: 'filter', hook: 'forward', prio: opts.prio ?? 0, policy: 'accept' } },
     { chain: { ...T, name: 'CW-X-v4', handle: 5 } },
     ...(opts.extraChain ? [{ chain: { ...T, name: opts.extraChain, handle: 6 } }] : []),
     ...(opts.rules ?? [
@@ -64,7 +67,7 @@ describe('nft apply state', () => {
     const text = formatNftPlan(p, want);
     expect(text).toContain('~ set cw4n-aaa: +0 -1 elements (refilled)');
     expect(text).toContain('- chain CW-OLD-v4 (older policy)');
-    const { before, after } = transactionAround(p);
+    const { before, after } = transactionAround(p, live);
     expect(before).toEqual(['flush set inet cellwall cw4n-aaa']);
     expect(after).toEqual(['flush chain inet cellwall CW-OLD-v4', 'delete chain inet cellwall CW-OLD-v4', 'delete set inet cellwall cw4n-old']);
   });
@@ -74,7 +77,39 @@ describe('nft apply state', () => {
     const live = parseNftJson(table({ extraSet: 'cw-d-old-s4' }));
     const p = diffNft(want, live);
     expect(p.empty).toBe(true);
-    expect(transactionAround(p).after).toEqual([]);
+    expect(transactionAround(p, live).after).toEqual([]);
+  });
+
+  it('a set or chain whose declaration differs is deleted and recreated in the same transaction, after every chain is flushed', () => {
+    // the same content-addressed set under another segment's comment, a dynamic set of an older version, a base chain at another priority
+    const want = parseNftJson(table({ comment: 'app-to-app destinations (y)', dynComment: 'running members of g' }));
+    const live = parseNftJson(table({ comment: 'app-to-app destinations (x)', dyn: ['10.255.0.7', { prefix: { addr: '10.255.1.0', len: 24 } }], prio: 10, extraChain: 'CW-OLD-v4' }));
+    const p = diffNft(want, live);
+    expect(p.empty).toBe(false);
+    expect(p.sets.redeclare).toEqual([{ name: 'cw4n-aaa', fields: ['comment'] }, { name: 'cw-d-g-r4', fields: ['comment'] }]);
+    expect(p.chains.redeclare).toEqual([{ name: 'forward', fields: ['prio'] }]);
+    const text = formatNftPlan(p, want);
+    expect(text).toContain('~ set cw4n-aaa: declaration differs (comment): deleted and recreated in the same transaction');
+    expect(text).toContain('~ chain forward: 1 -> 1 rules (+0 -0), declaration differs (prio): deleted and recreated');
+    const { before, after } = transactionAround(p, live);
+    expect(before).toEqual([
+      'flush chain inet cellwall forward', 'flush chain inet cellwall CW-X-v4', 'flush chain inet cellwall CW-OLD-v4',
+      'delete chain inet cellwall forward',
+      'delete set inet cellwall cw4n-aaa', 'delete set inet cellwall cw-d-g-r4',
+    ]);
+    // the dynamic set's members come back; the older policy's chain still goes
+    expect(after).toEqual([
+      'add element inet cellwall cw-d-g-r4 { 10.255.0.7, 10.255.1.0/24 }',
+      'flush chain inet cellwall CW-OLD-v4', 'delete chain inet cellwall CW-OLD-v4',
+    ]);
+  });
+
+  it('a redeclared set whose elements also differ is not flushed before it is deleted', () => {
+    const want = parseNftJson(table({ comment: 'b' }));
+    const live = parseNftJson(table({ comment: 'a', elems: ['192.0.2.1'] }));
+    const p = diffNft(want, live);
+    expect(p.sets.refill.map((s) => s.name)).toEqual(['cw4n-aaa']);
+    expect(transactionAround(p, live).before).toEqual(['flush chain inet cellwall forward', 'flush chain inet cellwall CW-X-v4', 'delete set inet cellwall cw4n-aaa']);
   });
 
   it('error lines and the rollback script', () => {
