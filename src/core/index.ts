@@ -78,6 +78,10 @@ export class AddrSet {
     const text = dec.decode(renderText(this, { family }));
     return text === '' ? [] : text.slice(0, -1).split('\n');
   }
+  /** toCidrs() as one string, each CIDR followed by '\n' ('' when empty): no per-CIDR strings for bulk output */
+  cidrText(family?: Family): string {
+    return dec.decode(renderText(this, { family }));
+  }
   /** number of CIDRs toCidrs() would return, per family */
   cidrCount(family: Family): number {
     const w = wasm();
@@ -128,22 +132,83 @@ function putRanges(w: CoreExports, s: AddrSet, f: Family): [number, number] {
 }
 
 function binop(kind: number, a: AddrSet, b: AddrSet): AddrSet {
+  return new AddrSet(op4(kind, a.v4, b.v4), op6(kind, a.v6, b.v6));
+}
+
+/** result of a set operation when one side is empty */
+function trivial<T extends Uint32Array | BigUint64Array>(kind: number, a: T, b: T, empty: T): T | undefined {
+  if (a.length === 0) return kind === OP_UNION ? b : empty;
+  if (b.length === 0) return kind === OP_INTERSECT ? empty : a;
+  return undefined;
+}
+
+/** below this many ranges in all, v4 operations run in JS (a WASM round trip costs more than the merge) */
+const JS_OP4_RANGES = 256;
+
+function op4(kind: number, a: Uint32Array, b: Uint32Array): Uint32Array {
+  const t = trivial(kind, a, b, EMPTY4);
+  if (t) return t;
+  const na = a.length >> 1, nb = b.length >> 1;
+  if (na + nb <= JS_OP4_RANGES) return jsOp4(kind, a, b);
   const w = wasm();
   w.reset();
-  let v4 = EMPTY4, v6 = EMPTY6;
-  {
-    const [pa, na] = putRanges(w, a, 4), [pb, nb] = putRanges(w, b, 4);
-    const out = w.alloc((na + nb + 1) * 8);
-    const n = w.op4(kind, pa, na, pb, nb, out);
-    if (n) v4 = new Uint32Array(w.memory.buffer.slice(out, out + n * 8));
+  const pa = put(w, a), pb = put(w, b);
+  const out = w.alloc((na + nb + 1) * 8);
+  const n = w.op4(kind, pa, na, pb, nb, out);
+  return n ? new Uint32Array(w.memory.buffer.slice(out, out + n * 8)) : EMPTY4;
+}
+
+function op6(kind: number, a: BigUint64Array, b: BigUint64Array): BigUint64Array {
+  const t = trivial(kind, a, b, EMPTY6);
+  if (t) return t;
+  const w = wasm();
+  w.reset();
+  const na = a.length >> 2, nb = b.length >> 2;
+  const pa = put(w, a), pb = put(w, b);
+  const out = w.alloc((na + nb + 1) * 32);
+  const n = w.op6(kind, pa, na, pb, nb, out);
+  return n ? new BigUint64Array(w.memory.buffer.slice(out, out + n * 32)) : EMPTY6;
+}
+
+/**
+ * Union, intersection or difference of two normalised v4 range lists (sorted,
+ * disjoint, non-adjacent, inclusive) in one sweep over both; same result as
+ * the core's op4 (tested against it).
+ */
+export function jsOp4(kind: number, a: Uint32Array, b: Uint32Array): Uint32Array {
+  // at most one output range per input range
+  const out = new Uint32Array(a.length + b.length);
+  let m = 0;
+  let i = 0, j = 0;
+  if (kind === OP_UNION) {
+    while (i < a.length || j < b.length) {
+      let s: number, e: number;
+      if (j >= b.length || (i < a.length && a[i] <= b[j])) { s = a[i]; e = a[i + 1]; i += 2; } else { s = b[j]; e = b[j + 1]; j += 2; }
+      if (m && s <= out[m - 1] + 1) { if (e > out[m - 1]) out[m - 1] = e; } else { out[m++] = s; out[m++] = e; }
+    }
+  } else if (kind === OP_INTERSECT) {
+    while (i < a.length && j < b.length) {
+      const s = Math.max(a[i], b[j]), e = Math.min(a[i + 1], b[j + 1]);
+      if (s <= e) { out[m++] = s; out[m++] = e; }
+      if (a[i + 1] < b[j + 1]) i += 2; else j += 2;
+    }
+  } else {
+    // a minus b: walk a's ranges, cutting out b's
+    for (; i < a.length; i += 2) {
+      let s = a[i];
+      const e = a[i + 1];
+      while (j < b.length && b[j + 1] < s) j += 2;
+      let k = j;
+      while (k < b.length && b[k] <= e && s <= e) {
+        if (b[k] > s) { out[m++] = s; out[m++] = b[k] - 1; }
+        if (b[k + 1] >= e) { s = e + 1; break; }
+        s = b[k + 1] + 1;
+        k += 2;
+      }
+      if (s <= e) { out[m++] = s; out[m++] = e; }
+    }
   }
-  {
-    const [pa, na] = putRanges(w, a, 6), [pb, nb] = putRanges(w, b, 6);
-    const out = w.alloc((na + nb + 1) * 32);
-    const n = w.op6(kind, pa, na, pb, nb, out);
-    if (n) v6 = new BigUint64Array(w.memory.buffer.slice(out, out + n * 32));
-  }
-  return new AddrSet(v4, v6);
+  return m === 0 ? EMPTY4 : m === out.length ? out : out.slice(0, m);
 }
 
 /** Normalize the WASM accumulators into a set (sort + merge inside WASM). */

@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { AddrSet, Lookup, parseEntries } from '../../src/core/index.js';
+import { AddrSet, Lookup, parseEntries, jsOp4 } from '../../src/core/index.js';
 import * as R from './ref.js';
 
 type Ent = { f: R.Fam; text: string; iv: R.Iv };
@@ -227,5 +227,24 @@ describe('parse (fast-check)', () => {
         }
       }
     }), RUNS);
+  });
+});
+
+describe('v4 set operations: the JS sweep (small sets) and the WASM core (large sets) agree', () => {
+  // many short ranges, so that the operands exceed the JS fast path's size and take the WASM path
+  const bigV4 = fc.array(fc.tuple(fc.integer({ min: 0, max: 0xfffff }), fc.integer({ min: 0, max: 64 })), { minLength: 200, maxLength: 400 })
+    .map((xs) => xs.map(([s, len]) => [BigInt(s * 4096), BigInt(s * 4096 + len)] as R.Iv));
+  it('union, intersection, difference of large sets equal the reference and jsOp4', () => {
+    fc.assert(fc.property(bigV4, bigV4, (xa, xb) => {
+      const ra = R.normalize(xa), rb = R.normalize(xb);
+      const toSet = (r: R.Iv[]) => new AddrSet(Uint32Array.from(r.flatMap(([s, e]) => [Number(s), Number(e)])), new BigUint64Array(0));
+      const a = toSet(ra), b = toSet(rb);
+      expect(R.fromV4(a.union(b).v4)).toEqual(R.union(ra, rb));
+      expect(R.fromV4(a.intersect(b).v4)).toEqual(R.intersect(ra, rb));
+      expect(R.fromV4(a.difference(b).v4)).toEqual(R.difference(ra, rb));
+      for (const [kind, op] of [[0, 'union'], [1, 'intersect'], [2, 'difference']] as const) {
+        expect(Array.from(jsOp4(kind, a.v4, b.v4))).toEqual(Array.from(a[op](b).v4));
+      }
+    }), { numRuns: 60 });
   });
 });
