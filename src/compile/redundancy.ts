@@ -8,7 +8,7 @@
  * and one sweep computes the addresses they allow at least twice: a rule is
  * redundant iff its destination lies inside that set.
  */
-import type { AddrSet } from '../core/index.js';
+import { AddrSet } from '../core/index.js';
 import type { Diagnostic } from '../errors.js';
 import type { AsgRule, Policy, PortRange } from '../policy/model.js';
 import { locText, portsText, unionAll } from './util.js';
@@ -63,18 +63,8 @@ function computeRedundant(policy: Policy): Diagnostic[] {
       if (cands.length < 2) continue;
       // addresses allowed by at least two of the candidates: a candidate lies
       // entirely inside it iff the others cover it (it covers itself)
-      let acc: AddrSet | undefined;
-      let twice: AddrSet | undefined;
-      for (const c of cands) {
-        if (!acc) {
-          acc = c.destination;
-          continue;
-        }
-        const both = acc.intersect(c.destination);
-        if (!both.isEmpty()) twice = twice ? twice.union(both) : both;
-        acc = acc.union(c.destination);
-      }
-      if (!twice) continue;
+      const twice = coveredTwice(cands.map((c) => c.destination));
+      if (twice.isEmpty()) continue;
       for (const r of group) {
         if (r.destination.isEmpty() || !twice.contains(r.destination)) continue;
         // of two identical rules, report only the later one
@@ -91,4 +81,58 @@ function computeRedundant(policy: Policy): Diagnostic[] {
     }
   }
   return out;
+}
+
+/** addresses in at least two of the sets; IPv4 with one sorted sweep, IPv6 (rare) pairwise */
+export function coveredTwice(sets: AddrSet[]): AddrSet {
+  let v6acc: AddrSet | undefined;
+  let v6twice = AddrSet.empty();
+  for (const s of sets) {
+    if (s.v6.length === 0) continue;
+    const f6 = s.family(6);
+    if (v6acc) {
+      const both = v6acc.intersect(f6);
+      if (!both.isEmpty()) v6twice = v6twice.union(both);
+      v6acc = v6acc.union(f6);
+    } else v6acc = f6;
+  }
+  return new AddrSet(twice4(sets), v6twice.v6);
+}
+
+/**
+ * Each set's v4 ranges are disjoint, so the number of sets holding an address
+ * is the number of ranges over it: sweep starts (+1) and ends (-1) in order.
+ * Event keys: address * 2 + (0 for an end at address-1, 1 for a start), so that
+ * at equal positions ends come first; exact in a double (2^33 < 2^53).
+ */
+function twice4(sets: AddrSet[]): Uint32Array {
+  let n = 0;
+  for (const s of sets) n += s.v4.length;
+  if (n === 0) return new Uint32Array(0);
+  const ev = new Float64Array(n);
+  let k = 0;
+  for (const s of sets) {
+    const a = s.v4;
+    for (let i = 0; i < a.length; i += 2) {
+      ev[k++] = a[i] * 2 + 1;
+      ev[k++] = (a[i + 1] + 1) * 2;
+    }
+  }
+  ev.sort();
+  const out: number[] = [];
+  let depth = 0;
+  let start = 0;
+  for (let i = 0; i < n; i++) {
+    const e = ev[i];
+    const pos = Math.floor(e / 2);
+    if (e % 2 === 1) {
+      if (++depth === 2) start = pos;
+    } else if (depth-- === 2) {
+      // the range [start, pos - 1] was covered twice; merge with an adjacent previous one
+      const m = out.length;
+      if (m && out[m - 1] + 1 >= start) out[m - 1] = pos - 1;
+      else out.push(start, pos - 1);
+    }
+  }
+  return Uint32Array.from(out);
 }
