@@ -621,8 +621,13 @@ class FamilyCompiler {
     return this.register(name, { type: 'list', members }, members.length, what, [this.ctx.segment.loc]);
   }
 
+  private readonly dynNames = new Map<string, string>();
   private dynSet(group: string, phase: Phase): string {
-    const name = dynamicSetName(group, phase, this.f);
+    const key = `${phase}\u0000${group}`;
+    let name = this.dynNames.get(key);
+    if (name) return name;
+    name = dynamicSetName(group, phase, this.f);
+    this.dynNames.set(key, name);
     if (!this.sets.has(name)) {
       const g = this.ctx.policy.groups.get(group)!;
       this.sets.set(name, {
@@ -710,6 +715,7 @@ function rule(match: PlanMatch, target: PlanTarget, step: PlanRule['step'], what
 }
 
 function dedupeLocs(locs: SourceLoc[]): SourceLoc[] {
+  if (locs.length < 2) return locs;
   const seen = new Set<string>();
   const out: SourceLoc[] = [];
   for (const l of locs) {

@@ -49,19 +49,23 @@ export function locText(loc: SourceLoc, policyFile: string): string {
   return `${shownFile(loc.file, policyFile)}:${loc.line}:${loc.col}`;
 }
 
-/** a policy has few files but CF-scale plans hold ~10^5 locations: resolve each file once */
-const shown = new Map<string, string>();
+/** a policy has few files but CF-scale plans hold ~10^5 locations: resolve each file once per working directory */
+const shown = new Map<string, Map<string, string>>();
+let shownCwd = '';
 
 function shownFile(file: string, policyFile: string): string {
   if (!policyFile) return file;
   // relative() resolves relative paths against the working directory
-  const key = `${process.cwd()}\u0000${policyFile}\u0000${file}`;
-  let out = shown.get(key);
+  const cwd = process.cwd();
+  if (cwd !== shownCwd || shown.size > 100) { shown.clear(); shownCwd = cwd; }
+  let files = shown.get(policyFile);
+  if (!files) shown.set(policyFile, (files = new Map()));
+  let out = files.get(file);
   if (out === undefined) {
     const rel = relative(dirname(policyFile), file);
     out = rel && !rel.startsWith('..') ? rel : basename(file);
-    if (shown.size > 1000) shown.clear();
-    shown.set(key, out);
+    if (files.size > 1000) files.clear();
+    files.set(file, out);
   }
   return out;
 }

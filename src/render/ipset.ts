@@ -16,14 +16,16 @@ import { commentLine } from './quote.js';
 
 /** the CIDRs a hash:net set holds for these addresses (minimal cover, /0 split) */
 export function ipsetCidrs(addrs: AddrSet, f: Family): string[] {
-  const cidrs = addrs.toCidrs(f);
-  const out: string[] = [];
-  for (const c of cidrs) {
-    if (c === '0.0.0.0/0') out.push('0.0.0.0/1', '128.0.0.0/1');
-    else if (c === '::/0') out.push('::/1', '8000::/1');
-    else out.push(c);
-  }
-  return out;
+  const text = ipsetCidrText(addrs, f);
+  return text === '' ? [] : text.slice(0, -1).split('\n');
+}
+
+/** ipsetCidrs as one '\n'-terminated string */
+function ipsetCidrText(addrs: AddrSet, f: Family): string {
+  const text = addrs.cidrText(f);
+  if (text === '0.0.0.0/0\n') return '0.0.0.0/1\n128.0.0.0/1\n';
+  if (text === '::/0\n') return '::/1\n8000::/1\n';
+  return text;
 }
 
 export function renderIpset(plan: Plan): string {
@@ -48,11 +50,11 @@ function renderSet(s: PlanSet, out: string[]): void {
       return;
     case 'net':
       out.push(`create ${s.name} hash:net family ${familyWord(s.family)} hashsize ${s.hashsize} maxelem ${s.maxelem} -exist`);
-      addLines(out, s.name, ipsetCidrs(k.addrs, s.family), ' -exist');
+      addLines(out, s.name, ipsetCidrText(k.addrs, s.family), ' -exist');
       return;
     case 'net,port':
       out.push(`create ${s.name} hash:net,port family ${familyWord(s.family)} hashsize ${s.hashsize} maxelem ${s.maxelem} -exist`);
-      for (const e of k.byPort) addLines(out, s.name, ipsetCidrs(e.addrs, s.family), `,${e.proto}:${e.port} -exist`);
+      for (const e of k.byPort) addLines(out, s.name, ipsetCidrText(e.addrs, s.family), `,${e.proto}:${e.port} -exist`);
       return;
     case 'list':
       out.push(`create ${s.name} list:set size ${s.maxelem} -exist`);
@@ -61,7 +63,7 @@ function renderSet(s: PlanSet, out: string[]): void {
   }
 }
 
-/** `add NAME <entry><suffix>` for every entry, built with one join (millions of lines at CF scale) */
-function addLines(out: string[], name: string, entries: string[], suffix: string): void {
-  if (entries.length) out.push(`add ${name} ${entries.join(`${suffix}\nadd ${name} `)}${suffix}`);
+/** `add NAME <entry><suffix>` for every line of a '\n'-terminated text, with one native replace (millions of lines at CF scale) */
+function addLines(out: string[], name: string, text: string, suffix: string): void {
+  if (text) out.push(`add ${name} ${text.slice(0, -1).replaceAll('\n', `${suffix}\nadd ${name} `)}${suffix}`);
 }
