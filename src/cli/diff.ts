@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { CellwallError } from '../errors.js';
 import type { CliContext } from './main.js';
 import type { DiffCliOptions } from '../diff/cli.js';
 
@@ -12,10 +13,16 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--segment <name>', 'the segment to compare (default: every segment present in both)')
     .option('--text', 'also print the changed payload lines (unified style, no context)')
     .option('--json', 'machine-readable result')
-    .option('--backend <backend>', 'with --live: iptables, or nft (reads table inet cellwall with nft -j)', 'iptables')
+    .option('--backend <backend>', 'with --live: iptables, nft (reads table inet cellwall with nft -j) or ebpf (reads the maps of the applied generation)', 'iptables')
     .option('--iptables <variant>', 'with --live: auto, nft or legacy', 'auto')
-    .option('--state-dir <dir>', 'with --live: state dir holding the pinned iptables variant')
+    .option('--state-dir <dir>', 'with --live: state dir holding the pinned iptables variant (ebpf: the applied generation and members)')
     .action(async (oldPath: string, newPath: string | undefined, o: DiffCliOptions) => {
+      if (o.backend === 'ebpf') {
+        if (newPath) throw new CellwallError('diff --live compares ONE policy or bundle with this cell: give only OLD');
+        const { runDiffEbpf } = await import('../diff/ebpf.js');
+        ctx.setExit(await runDiffEbpf(oldPath, o, ctx));
+        return;
+      }
       const { runDiff } = await import('../diff/cli.js');
       ctx.setExit(await runDiff(oldPath, newPath, o, ctx));
     });

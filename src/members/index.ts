@@ -17,8 +17,12 @@ export interface MembersRequest {
   group: string;
   phase: Phase;
   addresses: string[];
-  /** where the sets live: ipset (iptables, default) or table inet cellwall (nft) */
-  backend?: 'iptables' | 'nft';
+  /** where the sets live: ipset (iptables, default) or table inet cellwall (nft); ebpf: the state dir, rebuilt into the maps */
+  backend?: 'iptables' | 'nft' | 'ebpf';
+  /** ebpf: the state dir (members, the applied policy, the lock) and how long to wait for the lock */
+  stateDir?: string;
+  lockTimeout?: number;
+  log?: (line: string) => void;
 }
 
 export interface MembersResult {
@@ -32,6 +36,13 @@ export interface MembersResult {
 export async function runMembers(req: MembersRequest): Promise<MembersResult> {
   const sets = { 4: dynamicSetName(req.group, req.phase, 4), 6: dynamicSetName(req.group, req.phase, 6) } as const;
   if (req.backend === 'nft') return await runMembersNft(req, sets);
+  if (req.backend === 'ebpf') {
+    const { runMembersEbpf } = await import('./ebpf.js');
+    const { stateDirOf } = await import('../apply/statedir.js');
+    return await runMembersEbpf(req, req.action === 'list' ? null : parseAddresses(req), {
+      stateDir: stateDirOf(req.stateDir), lockTimeout: req.lockTimeout ?? 120, log: req.log ?? (() => undefined),
+    });
+  }
   const present = await existingSets();
   if (!present.has(sets[4]) && !present.has(sets[6])) {
     throw new CellwallError(
