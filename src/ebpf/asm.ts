@@ -1,7 +1,8 @@
 /**
  * A tiny eBPF assembler: encodes the handful of instructions cellwall's fixed
  * classifier needs (see program.ts), resolves jump labels, and records the
- * ld_imm64 map loads that the ELF writer turns into R_BPF_64_64 relocations.
+ * ld_imm64 map loads that the ELF writer turns into R_BPF_64_64 relocations,
+ * and the kfunc calls it turns into R_BPF_64_32 relocations.
  */
 
 export type Reg = 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10;
@@ -11,6 +12,7 @@ const SZ: Record<Size, number> = { 4: 0x00, 2: 0x08, 1: 0x10, 8: 0x18 };
 const CLS_LD = 0x00, CLS_LDX = 0x01, CLS_ST = 0x02, CLS_STX = 0x03, CLS_JMP = 0x05, CLS_ALU64 = 0x07;
 const MODE_IMM = 0x00, MODE_MEM = 0x60;
 const SRC_K = 0x00, SRC_X = 0x08;
+const PSEUDO_KFUNC_CALL = 2;
 const ALU = { add: 0x00, sub: 0x10, mul: 0x20, or: 0x40, and: 0x50, lsh: 0x60, rsh: 0x70, mov: 0xb0 } as const;
 const JMP = { ja: 0x00, jeq: 0x10, jgt: 0x20, jge: 0x30, jset: 0x40, jne: 0x50, call: 0x80, exit: 0x90 } as const;
 export type AluOp = keyof typeof ALU;
@@ -23,6 +25,8 @@ export class Asm {
   private labels = new Map<string, number>();
   /** instruction index of each ld_imm64 that loads a map, with the map's name */
   readonly mapRefs: Array<{ insn: number; map: string }> = [];
+  /** instruction index of each kfunc call, with the function's name */
+  readonly kfuncRefs: Array<{ insn: number; name: string }> = [];
 
   private push(code: number, dst: number, src: number, off: number, imm: number, label?: string): this {
     this.insns.push({ code, dst, src, off, imm, label });
@@ -51,6 +55,11 @@ export class Asm {
   }
   ja(label: string): this { return this.push(CLS_JMP | JMP.ja, 0, 0, 0, 0, label); }
   call(helper: number): this { return this.push(CLS_JMP | JMP.call, 0, 0, 0, helper); }
+  /** call a kernel function (BPF_PSEUDO_KFUNC_CALL; the loader fills in its BTF id) */
+  callKfunc(name: string): this {
+    this.kfuncRefs.push({ insn: this.insns.length, name });
+    return this.push(CLS_JMP | JMP.call, 0, PSEUDO_KFUNC_CALL, 0, -1);
+  }
   exit(): this { return this.push(CLS_JMP | JMP.exit, 0, 0, 0, 0); }
   /** dst = &map (ld_imm64, relocated by the loader) */
   ldMap(dst: Reg, map: string): this {

@@ -7,6 +7,13 @@
  * Each map is declared the way `__uint(type, ...)` etc. in C are: a VAR in the
  * `.maps` DATASEC whose type is a struct of pointers to int arrays whose
  * element count carries the value.
+ *
+ * Kernel functions (kfuncs) are declared the way clang emits `extern ...
+ * __ksym` functions: an undefined global NOTYPE symbol, an R_BPF_64_32
+ * relocation on each `call` instruction (src_reg BPF_PSEUDO_KFUNC_CALL), and
+ * in .BTF an extern FUNC with its FUNC_PROTO listed in a `.ksyms` DATASEC.
+ * libbpf resolves them against the kernel's BTF at load time (and checks the
+ * prototypes are compatible: same arity, pointers to structs, integers).
  */
 
 export interface MapDef {
@@ -16,6 +23,16 @@ export interface MapDef {
   valueSize: number;
   maxEntries: number;
   flags: number;
+}
+
+/** a kfunc parameter or return type: void, u32, or a pointer to a named struct */
+export type KfuncType = 'void' | 'u32' | { ptrToStruct: string };
+
+/** an extern kernel function the program calls */
+export interface KfuncDecl {
+  name: string;
+  params: Array<{ name: string; type: KfuncType }>;
+  ret: KfuncType;
 }
 
 export interface ElfProgram {
@@ -28,6 +45,9 @@ export interface ElfProgram {
   mapRefs: Array<{ insn: number; map: string }>;
   maps: MapDef[];
   license: string;
+  /** `call` instruction indexes that call a kfunc, with its name (declared in `kfuncs`) */
+  kfuncRefs?: Array<{ insn: number; name: string }>;
+  kfuncs?: KfuncDecl[];
 }
 
 export const BPF_MAP_TYPE_HASH = 1;
@@ -37,6 +57,7 @@ export const BPF_F_NO_PREALLOC = 1;
 
 const EM_BPF = 247;
 const R_BPF_64_64 = 1;
+const R_BPF_64_32 = 10;
 const MAP_FIELDS = ['type', 'key_size', 'value_size', 'max_entries', 'map_flags'] as const;
 const MAP_STRUCT_SIZE = MAP_FIELDS.length * 8;
 
@@ -63,11 +84,16 @@ function u32s(...v: number[]): Buffer {
   return b;
 }
 
-const KIND = { INT: 1, PTR: 2, ARRAY: 3, STRUCT: 4, VAR: 14, DATASEC: 15 } as const;
+const KIND = { INT: 1, PTR: 2, ARRAY: 3, STRUCT: 4, FUNC: 12, FUNC_PROTO: 13, VAR: 14, DATASEC: 15 } as const;
+const BTF_FUNC_EXTERN = 2;
 const info = (kind: number, vlen = 0) => ((kind << 24) | vlen) >>> 0;
 
-/** .BTF for the maps: int, arrays for every number used, the map structs, a VAR per map, the .maps DATASEC */
-export function mapsBtf(maps: MapDef[]): Buffer {
+/**
+ * .BTF for the maps: int, arrays for every number used, the map structs, a VAR
+ * per map, the .maps DATASEC; then, for kfuncs, their FUNC_PROTOs, extern FUNCs
+ * and the .ksyms DATASEC.
+ */
+export function mapsBtf(maps: MapDef[], kfuncs: KfuncDecl[] = []): Buffer {
   const strs = new StrTab();
   const types: Buffer[] = [];
   const add = (b: Buffer) => { types.push(b); return types.length; };
@@ -93,6 +119,27 @@ export function mapsBtf(maps: MapDef[]): Buffer {
     u32s(strs.add('.maps'), info(KIND.DATASEC, maps.length), maps.length * MAP_STRUCT_SIZE),
     ...vars.map((v, i) => u32s(v, i * MAP_STRUCT_SIZE, MAP_STRUCT_SIZE)),
   ]));
+  if (kfuncs.length) {
+    let U32 = 0;
+    const structPtr = new Map<string, number>();
+    const typeId = (t: KfuncType): number => {
+      if (t === 'void') return 0;
+      if (t === 'u32') return U32 || (U32 = add(Buffer.concat([u32s(strs.add('unsigned int'), info(KIND.INT), 4), u32s(32)])));
+      let id = structPtr.get(t.ptrToStruct);
+      if (id === undefined) {
+        // the struct's layout is the kernel's business: an empty declaration is enough for libbpf's check
+        const st = add(u32s(strs.add(t.ptrToStruct), info(KIND.STRUCT, 0), 0));
+        structPtr.set(t.ptrToStruct, (id = add(u32s(0, info(KIND.PTR), st))));
+      }
+      return id;
+    };
+    const funcs = kfuncs.map((k) => {
+      const params = k.params.map((p) => u32s(strs.add(p.name), typeId(p.type)));
+      const proto = add(Buffer.concat([u32s(0, info(KIND.FUNC_PROTO, params.length), typeId(k.ret)), ...params]));
+      return add(u32s(strs.add(k.name), (info(KIND.FUNC) | BTF_FUNC_EXTERN) >>> 0, proto));
+    });
+    add(Buffer.concat([u32s(strs.add('.ksyms'), info(KIND.DATASEC, funcs.length), 0), ...funcs.map((f) => u32s(f, 0, 0))]));
+  }
   const t = Buffer.concat(types);
   const s = strs.bytes();
   const hdr = Buffer.alloc(24);
@@ -111,7 +158,7 @@ interface Section { name: string; type: number; flags: number; data: Buffer; lin
 
 const SHT_PROGBITS = 1, SHT_SYMTAB = 2, SHT_STRTAB = 3, SHT_REL = 9;
 const SHF_WRITE = 1, SHF_ALLOC = 2, SHF_EXECINSTR = 4;
-const STB_GLOBAL = 1, STT_OBJECT = 1, STT_FUNC = 2;
+const STB_GLOBAL = 1, STT_NOTYPE = 0, STT_OBJECT = 1, STT_FUNC = 2;
 
 export function writeElf(p: ElfProgram): Buffer {
   const strtab = new StrTab();
@@ -135,12 +182,24 @@ export function writeElf(p: ElfProgram): Buffer {
   sym(p.name, STT_FUNC, SEC_PROG, 0, p.code.length);
   sym('_license', STT_OBJECT, SEC_LICENSE, 0, license.length);
   const mapSym = p.maps.map((m, i) => sym(m.name, STT_OBJECT, SEC_MAPS, i * MAP_STRUCT_SIZE, MAP_STRUCT_SIZE));
-  const rels = Buffer.alloc(p.mapRefs.length * 16);
-  p.mapRefs.forEach((r, i) => {
+  // kfuncs: undefined global symbols, resolved by libbpf against the kernel's BTF
+  const kfuncs = p.kfuncs ?? [];
+  const kfuncSym = new Map(kfuncs.map((k) => [k.name, sym(k.name, STT_NOTYPE, 0, 0, 0)]));
+  const relocs: Array<[number, number, number]> = p.mapRefs.map((r) => {
     const mi = mapIndex.get(r.map);
     if (mi === undefined) throw new Error(`elf: program refers to undeclared map ${r.map}`);
-    rels.writeBigUInt64LE(BigInt(r.insn * 8), i * 16);
-    rels.writeBigUInt64LE((BigInt(mapSym[mi]) << 32n) | BigInt(R_BPF_64_64), i * 16 + 8);
+    return [r.insn, mapSym[mi], R_BPF_64_64];
+  });
+  for (const r of p.kfuncRefs ?? []) {
+    const si = kfuncSym.get(r.name);
+    if (si === undefined) throw new Error(`elf: program calls undeclared kfunc ${r.name}`);
+    relocs.push([r.insn, si, R_BPF_64_32]);
+  }
+  relocs.sort((a, b) => a[0] - b[0]);
+  const rels = Buffer.alloc(relocs.length * 16);
+  relocs.forEach(([insn, s, type], i) => {
+    rels.writeBigUInt64LE(BigInt(insn * 8), i * 16);
+    rels.writeBigUInt64LE((BigInt(s) << 32n) | BigInt(type), i * 16 + 8);
   });
   const sections: Section[] = [
     { name: '.strtab', type: SHT_STRTAB, flags: 0, data: Buffer.alloc(0), align: 1 },
@@ -148,7 +207,7 @@ export function writeElf(p: ElfProgram): Buffer {
     { name: `.rel${p.section}`, type: SHT_REL, flags: 0, data: rels, link: SEC_SYMTAB, info: SEC_PROG, align: 8, entsize: 16 },
     { name: 'license', type: SHT_PROGBITS, flags: SHF_ALLOC | SHF_WRITE, data: license, align: 1 },
     { name: '.maps', type: SHT_PROGBITS, flags: SHF_ALLOC | SHF_WRITE, data: Buffer.alloc(p.maps.length * MAP_STRUCT_SIZE), align: 8 },
-    { name: '.BTF', type: SHT_PROGBITS, flags: 0, data: mapsBtf(p.maps), align: 4 },
+    { name: '.BTF', type: SHT_PROGBITS, flags: 0, data: mapsBtf(p.maps, kfuncs), align: 4 },
     { name: '.symtab', type: SHT_SYMTAB, flags: 0, data: Buffer.concat(syms), link: SEC_STRTAB, info: 1, align: 8, entsize: 24 },
   ];
   if (sections.length !== SEC_SYMTAB || sections[SEC_BTF - 1].name !== '.BTF') throw new Error('elf: section layout');

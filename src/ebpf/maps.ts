@@ -21,7 +21,7 @@ import { AddrSet, type Family } from '../core/index.js';
 import { evaluatePlan, type Membership, type PacketProto } from '../compile/evaluate.js';
 import type { Phase } from '../policy/model.js';
 import type { FamilyPlan, Plan, PlanSet } from '../compile/plan.js';
-import { KEY_SIZE, MAP_NAMES, VERDICT, VERDICT_PORT_BIT } from './program.js';
+import { ESTABLISHED_KEY, KEY_SIZE, MAP_NAMES, VERDICT, VERDICT_PORT_BIT } from './program.js';
 
 export const PROTO_NUM = { tcp: 6, udp: 17, icmp: 1, icmpv6: 58 } as const;
 /** a protocol no rule names (stands for every other protocol in evaluation) */
@@ -358,6 +358,10 @@ export function planMaps(plan: Plan, opts: { members?: MapMember[] } = {}): MapC
       addSource([r], rep(home), { phase: m.phase, groups: m.groups });
     }
     stats.dstClasses += dsts.length;
+  }
+  // defaults.established: accept (the plan short-circuits ESTABLISHED,RELATED): read by the conntrack program
+  if ([4, 6].some((f) => plan.families[f as 4 | 6].chains.some((c) => c.rules.some((r) => r.match.ctstate && r.target.kind === 'allow')))) {
+    maps[MAP_NAMES.verdict].push({ key: lpmKey(32, ESTABLISHED_KEY), value: u32(VERDICT.allow) });
   }
   // a member's /32 (/128) may repeat a class prefix: the member's entry (pushed later) wins
   for (const n of [MAP_NAMES.src4, MAP_NAMES.src6]) {

@@ -1,14 +1,16 @@
 /**
  * What the classifier (src/ebpf/program.ts) computes, in TypeScript over the
- * map contents: longest-prefix matches, the verdict, the reply exemption. For
- * tests without a kernel; the kernel tests run the real program on the same
- * maps. expectedAction() is the documented meaning in terms of evaluatePlan.
+ * map contents: longest-prefix matches, the verdict, the reply exemption, and
+ * for the conntrack program the established short-circuit (`ct`: what the
+ * kernel's connection table says about the packet). For tests without a
+ * kernel; the kernel tests run the real program on the same maps.
+ * expectedAction() is the documented meaning in terms of evaluatePlan.
  */
 import { isIPv6 } from 'node:net';
 import { evaluatePlan, type Membership, type Packet } from '../../src/compile/evaluate.js';
 import type { Plan } from '../../src/compile/plan.js';
 import { PROTO_NUM, type MapContents, type MapEntry } from '../../src/ebpf/maps.js';
-import { MAP_NAMES, TC_ACT_OK, TC_ACT_SHOT, VERDICT } from '../../src/ebpf/program.js';
+import { ESTABLISHED_KEY, MAP_NAMES, TC_ACT_OK, TC_ACT_SHOT, VERDICT } from '../../src/ebpf/program.js';
 import { frame, SPORT } from './packet.js';
 
 function lpm(entries: MapEntry[], data: Buffer): MapEntry | undefined {
@@ -41,8 +43,11 @@ function verdictOf(c: MapContents, six: boolean, src: Buffer, dst: Buffer, proto
   return v ? v.value.readUInt32LE(0) : -1;
 }
 
-export function simulate(c: MapContents, p: Packet, protoNum?: number): number {
-  const f = frame(p, protoNum);
+/** which program runs, and (conntrack program) whether the kernel's conntrack holds the packet as ESTABLISHED/RELATED */
+export interface ProgramRun { conntrack?: boolean; established?: boolean; /** tcp/udp source port of the frame (default packet.ts SPORT) */ sport?: number }
+
+export function simulate(c: MapContents, p: Packet, protoNum?: number, run: ProgramRun = {}): number {
+  const f = frame(p, protoNum, run.sport);
   const six = isIPv6(p.src);
   const proto = protoNum ?? PROTO_NUM[p.proto];
   const [sOff, dOff, n, l4] = six ? [22, 38, 16, 54] : [26, 30, 4, 34];
@@ -59,6 +64,11 @@ export function simulate(c: MapContents, p: Packet, protoNum?: number): number {
   if (v === undefined) return TC_ACT_OK;
   if (v === -1) return TC_ACT_SHOT;
   if (v !== VERDICT.deny) return TC_ACT_OK;
+  if (run.conntrack) {
+    const cfg = lpm(c.maps[MAP_NAMES.verdict], ESTABLISHED_KEY);
+    if (!cfg || cfg.key.readUInt32LE(0) !== 32 || cfg.value.readUInt32LE(0) !== VERDICT.allow) return TC_ACT_SHOT;
+    if (proto === 6 || proto === 17) return run.established ? TC_ACT_OK : TC_ACT_SHOT;
+  }
   return verdictOf(c, six, dst, src, proto, rev) === VERDICT.allow ? TC_ACT_OK : TC_ACT_SHOT;
 }
 
@@ -74,8 +84,20 @@ export function reversed(p: Packet): Packet {
   return r;
 }
 
-/** TC_ACT_* the classifier must return: drop what evaluatePlan denies, unless the reversed packet is explicitly allowed */
-export function expectedAction(plan: Plan, p: Packet, members?: Membership): number {
-  if (evaluatePlan(plan, p, members).verdict !== 'deny') return TC_ACT_OK;
+/**
+ * TC_ACT_* the classifier must return. Stateless program: drop what evaluatePlan
+ * denies, unless the reversed packet is explicitly allowed. Conntrack program:
+ * evaluatePlan with the packet's conntrack state (`established`) decides tcp
+ * and udp exactly; other protocols keep the reply exemption, only when the
+ * policy lets established traffic through.
+ */
+export function expectedAction(plan: Plan, p: Packet, members?: Membership, run: ProgramRun = {}): number {
+  if (!run.conntrack) {
+    if (evaluatePlan(plan, p, members).verdict !== 'deny') return TC_ACT_OK;
+    return evaluatePlan(plan, reversed(p)).verdict === 'allow' ? TC_ACT_OK : TC_ACT_SHOT;
+  }
+  const tcpUdp = p.proto === 'tcp' || p.proto === 'udp';
+  if (evaluatePlan(plan, { ...p, established: tcpUdp && !!run.established }, members).verdict !== 'deny') return TC_ACT_OK;
+  if (tcpUdp || evaluatePlan(plan, { ...p, established: true }, members).verdict === 'deny') return TC_ACT_SHOT;
   return evaluatePlan(plan, reversed(p)).verdict === 'allow' ? TC_ACT_OK : TC_ACT_SHOT;
 }
