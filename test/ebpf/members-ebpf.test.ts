@@ -1,0 +1,101 @@
+/**
+ * `cellwall members add|del|list --backend ebpf` in the kernel: after
+ * `apply --backend ebpf`, a member added is enforced per its group right away
+ * (a new generation with the member's own source class, swapped in
+ * atomically), and del reverts it. examples/govuk-isolation.yaml: staging
+ * members of space-govuk may reach the internet, running apps may not (the
+ * program drops: denied probes time out).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import { kernelGate } from '../helpers/caps.js';
+import { EXAMPLES, expectProbes } from '../kernel/cli.js';
+import { Topology } from '../kernel/netns.js';
+import { BpfEnv, EBPF_TOOLS } from './env.js';
+import { applyIn, attachedId, cli, generations, type EbpfCell } from './apply-helpers.js';
+
+const kernel = kernelGate([...EBPF_TOOLS, 'socat', 'flock', 'python3']);
+const APP4 = '10.255.0.3';
+const APP6 = 'fd00:255::3';
+const OTHER4 = '10.255.0.4';
+const NET4 = '203.0.113.10';
+const NET6 = '2001:db8::10';
+const POLICY = [join(EXAMPLES, 'govuk-isolation.yaml'), '--segment', 'egress-restricted-1'];
+
+describe.skipIf(kernel.skip)('cellwall members --backend ebpf (kernel)', () => {
+  let t: Topology;
+  let env: BpfEnv;
+  let c: EbpfCell;
+
+  beforeAll(async () => {
+    env = BpfEnv.create();
+    t = await Topology.create();
+    c = { t, root: join(env.bpffs, 'cellwall'), stateDir: mkdtempSync(join(env.tmp, 'state-')) };
+    const r = await applyIn(c, POLICY);
+    if (r.code !== 0) throw new Error(`apply --backend ebpf: ${r.stderr}`);
+  }, 60_000);
+  afterAll(async () => {
+    await t?.destroy();
+    env?.cleanup();
+  });
+
+  const members = (args: string[]) => cli(c, ['members', ...args, '--backend', 'ebpf', '--state-dir', c.stateDir]);
+
+  it('add is enforced at once (v4 and v6), list shows it, del reverts; apply afterwards keeps the members', async () => {
+    await expectProbes(t, [['tcp', APP4, NET4, 443, 'timeout'], ['tcp', APP6, NET6, 443, 'timeout'], ['tcp', OTHER4, NET4, 443, 'timeout']]);
+    const before = generations(c);
+
+    const add = await members(['add', 'space-govuk', '--phase', 'staging', APP4, APP6]);
+    expect(add.code, add.stderr).toBe(0);
+    expect(add.stdout).toContain('added 2 staging member(s) of space-govuk');
+    expect(generations(c)).toHaveLength(1);
+    expect(generations(c)).not.toEqual(before);
+    await expectProbes(t, [['tcp', APP4, NET4, 443, 'ok'], ['tcp', APP6, NET6, 443, 'ok'], ['tcp', OTHER4, NET4, 443, 'timeout']]);
+
+    const list = await members(['list', 'space-govuk', '--phase', 'staging', '--json']);
+    expect(list.code).toBe(0);
+    expect((JSON.parse(list.stdout) as { members: string[] }).members.sort()).toEqual([APP4, APP6].sort());
+    expect((await members(['list', 'space-govuk', '--phase', 'running'])).stdout).toBe('');
+
+    // the policy re-applied: the recorded members are part of what it installs, so nothing changes
+    const id = await attachedId(c);
+    const again = await applyIn(c, POLICY);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain('no changes');
+    expect(await attachedId(c)).toBe(id);
+
+    // adding again changes nothing (no new generation)
+    const gens = generations(c);
+    expect((await members(['add', 'space-govuk', '--phase', 'staging', APP4])).stdout).toContain('added 0 staging member(s)');
+    expect(generations(c)).toEqual(gens);
+
+    const del = await members(['del', 'space-govuk', '--phase', 'staging', APP4, APP6]);
+    expect(del.code, del.stderr).toBe(0);
+    expect((await members(['list', 'space-govuk', '--phase', 'staging'])).stdout).toBe('');
+    await expectProbes(t, [['tcp', APP4, NET4, 443, 'timeout'], ['tcp', APP6, NET6, 443, 'timeout']]);
+  }, 120_000);
+
+  it('a running member stays denied (its phase decides); a group that is not dynamic, a bad address and a phase clash are errors', async () => {
+    expect((await members(['add', 'space-govuk', '--phase', 'running', APP4])).code).toBe(0);
+    await expectProbes(t, [['tcp', APP4, NET4, 443, 'timeout']]);
+    const clash = await members(['add', 'space-govuk', '--phase', 'staging', APP4]);
+    expect(clash.code).toBe(1);
+    expect(clash.stderr).toContain(`${APP4} is a running member (of space-govuk)`);
+    expect((await members(['del', 'space-govuk', '--phase', 'running', APP4])).code).toBe(0);
+
+    const gens = generations(c);
+    const nosuch = await members(['add', 'nosuch', APP4]);
+    expect(nosuch.code).toBe(1);
+    expect(nosuch.stderr).toContain('group "nosuch" has no running members in the applied policy');
+    expect(nosuch.stderr).toContain('dynamic groups: space-govuk');
+    const bad = await members(['add', 'space-govuk', '10.255.0.300']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('"10.255.0.300"');
+    expect(bad.stderr).not.toMatch(/\n\s+at .*\.js:\d+/);
+    expect(generations(c)).toEqual(gens);
+    const none = await cli(c, ['members', 'list', 'space-govuk', '--backend', 'ebpf', '--state-dir', join(env.tmp, 'empty-state')]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain('nothing was applied with --backend ebpf on this cell');
+  }, 120_000);
+});
