@@ -17,9 +17,10 @@ import { formatTable, type Row, writeResults } from './lib/report.js';
 import { inProcess, type SuiteOptions, wholeProcess } from './suites/aggregate.js';
 import { backends } from './suites/backends.js';
 import { cfscale } from './suites/cfscale.js';
+import { ebpfFill } from './suites/ebpf-fill.js';
 import { lookups } from './suites/lookup.js';
 
-const SUITES = ['whole', 'inprocess', 'lookup', 'cfscale', 'backends'] as const;
+const SUITES = ['whole', 'inprocess', 'lookup', 'cfscale', 'backends', 'ebpf-fill'] as const;
 const DEFAULT_SUITES: Suite[] = ['whole', 'inprocess', 'lookup'];
 type Suite = (typeof SUITES)[number];
 
@@ -68,6 +69,7 @@ async function main(): Promise<number> {
         rows.push(...r.rows);
         extra.cfscale = r.detail;
       }
+      if (s === 'ebpf-fill') { const r = await ebpfFill({ log, quick: values.quick }); rows.push(...r.rows); extra.ebpfFill = r.detail; }
       if (s === 'backends') {
         const r = await backends({ core, log, quick: values.quick });
         rows.push(...r.rows);
