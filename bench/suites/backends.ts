@@ -11,16 +11,26 @@
  *    3 LPM lookups + parsing) vs ipset hash:net via iptables `-m set` rules
  *    traversed by locally sent UDP packets (differential: R rules minus 0 rules).
  *
+ * 6b. the CF-scale policy (bench/cfscale.ts, `cfScaleFile()`): `cellwall compile
+ *    --backend nft` once, then in fresh namespaces `nft -f ruleset.nft` against
+ *    `ipset restore` + `iptables-restore --noflush` + `ip6tables-restore
+ *    --noflush` of the same compile; load time and kernel memory. Full scale by
+ *    default (a tenth with --quick; CELLWALL_BENCH_CFSCALE=full|tenth|off
+ *    overrides), each backend bounded by CELLWALL_BENCH_CFSCALE_BUDGET seconds
+ *    (default 1200): past it the load is killed and the scale reached is
+ *    reported (ipsets loaded of all).
+ *
  * The eBPF side uses a private bpffs mounted under a temp dir (unmounted after).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { geoipCidrs, mulberry32, parseIPv4 } from '../data/geoip.js';
+import { CF_SCALE, SEGMENT, cfScaleFile, scaledShape } from '../cfscale.js';
+import { geoipCidrs, mulberry32, parseIPv4, repoRoot } from '../data/geoip.js';
 import type { Core } from '../lib/core.js';
 import { median } from '../lib/measure.js';
-import { kernelMissing, timedLoad, withNamespace } from '../lib/netns.js';
+import { kernelMissing, type LoadStep, timedLoad, withNamespace } from '../lib/netns.js';
 import { type Figure, type Row, row } from '../lib/report.js';
 import { fillMaps, generation, loadObject } from '../../src/ebpf/load.js';
 import type { MapContents, MapEntry } from '../../src/ebpf/maps.js';
@@ -158,6 +168,81 @@ async function geoipSets(o: BackendsOptions, budgetMs: number): Promise<{ rows: 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** Issue 6: the CF-scale policy, nft vs iptables + ipset, both from one `compile --backend nft --out` */
+export async function cfScaleLoad(o: BackendsOptions): Promise<{ rows: Row[]; detail: unknown }> {
+  const tag = (process.env.CELLWALL_BENCH_CFSCALE ?? (o.quick ? 'tenth' : 'full')) as 'full' | 'tenth';
+  if (tag !== 'full' && tag !== 'tenth') throw new Error(`CELLWALL_BENCH_CFSCALE: expected full, tenth or off, got ${tag}`);
+  const budgetMs = Number(process.env.CELLWALL_BENCH_CFSCALE_BUDGET ?? 1200) * 1000;
+  const root = repoRoot();
+  const file = cfScaleFile(42, tag === 'full' ? CF_SCALE : scaledShape(10), tag);
+  const out = join(root, 'bench', '.data', `cfscale-${tag}-42-nft-out`);
+  rmSync(out, { recursive: true, force: true });
+  mkdirSync(out, { recursive: true });
+  const t0 = performance.now();
+  const c = spawnSync(process.execPath, [join(root, 'bin', 'cellwall.js'), 'compile', file, '--segment', SEGMENT, '--backend', 'nft', '--out', out], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  if (c.status !== 0) throw new Error(`compile --backend nft: ${(c.stderr || String(c.error)).slice(0, 300)}`);
+  const compileMs = performance.now() - t0;
+  const script = readFileSync(join(out, 'ruleset.nft'), 'utf8');
+  const ipsetText = readFileSync(join(out, 'ipset.restore'), 'utf8');
+  const counts = {
+    nftSets: new Set([...script.matchAll(/^ {2}set (\S+) \{$/gm)].map((m) => m[1])).size, // filled sets are declared twice
+    nftElements: countLines(script, /^ {6}\S.*,?$/gm),
+    nftRules: countLines(script, / comment "/g) - countLines(script, /^ {4}comment "/gm),
+    ipsets: countLines(ipsetText, /^create /gm),
+    ipsetEntries: countLines(ipsetText, /^add /gm),
+    bytes: { nft: script.length, ipset: ipsetText.length, iptables: statSync(join(out, 'iptables.v4')).size + statSync(join(out, 'iptables.v6')).size },
+  };
+  o.log(`backends cfscale ${tag}: compiled in ${(compileMs / 1000).toFixed(1)} s; ${JSON.stringify(counts)}`);
+  await settle();
+  const nft = await withNamespace('cfnft', (ns) => {
+    const m0 = kernelMem();
+    const s = timedLoad(ns, ['nft', '-f', join(out, 'ruleset.nft')], budgetMs);
+    const delta = kernelMem() - m0;
+    const sets = s.ok ? countLines(nsRun(ns, ['nft', '-t', 'list', 'table', 'inet', 'cellwall'], 600_000), /^\tset /gm) : 0;
+    return { step: s, kernelDeltaBytes: delta, setsLoaded: sets };
+  });
+  o.log(`  nft -f: ${nft.step.ok ? `${(nft.step.ms / 1000).toFixed(1)} s` : nft.step.error}, kernel +${(nft.kernelDeltaBytes / 2 ** 20).toFixed(0)} MiB, ${nft.setsLoaded} sets`);
+  await settle();
+  const ipt = await withNamespace('cfipt', (ns) => {
+    const m0 = kernelMem();
+    const steps: LoadStep[] = [timedLoad(ns, ['ipset', 'restore', '-f', join(out, 'ipset.restore')], budgetMs)];
+    if (steps[0].ok) {
+      for (const [tool, f] of [['iptables-restore', 'iptables.v4'], ['ip6tables-restore', 'iptables.v6']]) {
+        steps.push(timedLoad(ns, [tool, '--noflush', join(out, f)], Math.max(1, Math.round(budgetMs - steps.reduce((a, x) => a + x.ms, 0)))));
+      }
+    }
+    const delta = kernelMem() - m0;
+    const listing = nsRun(ns, ['ipset', 'list', '-t'], 600_000);
+    return {
+      steps, kernelDeltaBytes: delta,
+      setsLoaded: countLines(listing, /^Name: /gm),
+      entriesLoaded: [...listing.matchAll(/Number of entries: (\d+)/g)].reduce((a, m) => a + Number(m[1]), 0),
+      ipsetMemoryBytes: [...listing.matchAll(/Size in memory: (\d+)/g)].reduce((a, m) => a + Number(m[1]), 0),
+    };
+  });
+  const iptMs = ipt.steps.reduce((a, x) => a + x.ms, 0);
+  const iptOk = ipt.steps.length === 3 && ipt.steps.every((x) => x.ok);
+  o.log(`  ipset + iptables: ${ipt.steps.map((x) => `${x.command.split(' ')[0]} ${x.ok ? `${(x.ms / 1000).toFixed(1)} s` : x.error}`).join('; ')}; `
+    + `${ipt.setsLoaded}/${counts.ipsets} sets, ipset memory ${(ipt.ipsetMemoryBytes / 2 ** 20).toFixed(0)} MiB, kernel +${(ipt.kernelDeltaBytes / 2 ** 20).toFixed(0)} MiB`);
+  const label = `cfscale ${tag}`;
+  const partial = iptOk ? '' : `; iptables+ipset stopped at ${ipt.setsLoaded}/${counts.ipsets} ipsets (${((100 * ipt.setsLoaded) / counts.ipsets).toFixed(0)}% of the sets) after ${(iptMs / 1000).toFixed(0)} s`;
+  const rows = [
+    row({
+      suite: 'backends', task: `${label}: kernel load, nft vs iptables+ipset`,
+      cellwall: nft.step.ok ? ms('nft -f ruleset.nft', nft.step.ms, { sets: nft.setsLoaded }) : null,
+      peer: iptOk ? ms('ipset restore + ip(6)tables-restore --noflush', iptMs, { steps: ipt.steps }) : null,
+      target: null, agree: null, note: `same compile; ${counts.nftSets} nft sets / ${counts.ipsets} ipsets${partial}${nft.step.ok ? '' : `; nft: ${nft.step.error}`}`,
+    }),
+    row({
+      suite: 'backends', task: `${label}: kernel memory (meminfo delta), nft vs iptables+ipset`,
+      cellwall: bytes('nft: SUnreclaim+VmallocUsed delta', nft.kernelDeltaBytes),
+      peer: bytes('ipset+iptables: SUnreclaim+VmallocUsed delta', ipt.kernelDeltaBytes, { ipsetListSizeInMemory: ipt.ipsetMemoryBytes }),
+      target: null, agree: null, note: `machine-wide, one run; ipset list -t says ${ipt.ipsetMemoryBytes} B; nft ${nftVersion()} prints no set memory`,
+    }),
+  ];
+  return { rows, detail: { tag, budgetMs, compileMs, counts, nft, ipt: { ...ipt, totalMs: iptMs, complete: iptOk } } };
 }
 
 function nftVersion(): string {
@@ -377,6 +462,7 @@ export async function backends(o: BackendsOptions, budgetMs = 300_000): Promise<
     }
   };
   await part('geoip', () => geoipSets(o, budgetMs));
+  if (process.env.CELLWALL_BENCH_CFSCALE !== 'off') await part('cfscale', () => cfScaleLoad(o));
   const bpf = new BpfScratch();
   try {
     await part('ebpfLoad', () => ebpfLoad(o, bpf, budgetMs));
