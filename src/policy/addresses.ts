@@ -7,7 +7,7 @@
 import { AddrSet, parseEntries, parseLines } from '../core/index.js';
 import type { Family, ParsedEntry } from '../core/index.js';
 import type { SourceLoc } from '../errors.js';
-import type { Node } from 'yaml';
+import type { Node } from './nodes.js';
 import type { Reader } from './source.js';
 import { suggest } from './source.js';
 
@@ -89,7 +89,7 @@ export class AddressPool {
  * ranges, network names, each optionally prefixed by `!` when exclusions are
  * allowed. Returns undefined when the node has the wrong type.
  */
-export function readEntryList(r: Reader, raw: unknown, path: string, pool: AddressPool, allowExclude: boolean): EntryItem[] | undefined {
+export function readEntryList(r: Reader, raw: Node | null, path: string, pool: AddressPool, allowExclude: boolean): EntryItem[] | undefined {
   const strs = r.strings(raw, path, 'a list of address entries or network names');
   if (!strs) return undefined;
   const items: EntryItem[] = [];

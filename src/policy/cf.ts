@@ -4,11 +4,11 @@
  * destinations), CF ASG JSON files (rules array or v3 security group object)
  * and policy-server JSON (`{"policies":[{source, destination}]}`).
  */
-import { isSeq, type Node } from 'yaml';
 import type { SourceLoc } from '../errors.js';
 import type { AddrSet } from '../core/index.js';
 import type { PortRange, Protocol } from './model.js';
 import { AddressPool, NAME_RE, type EntryItem } from './addresses.js';
+import type { Node } from './nodes.js';
 import { child, type Reader } from './source.js';
 
 export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp', 'icmp', 'icmpv6', 'all'];
@@ -83,7 +83,7 @@ export function mergePorts(ranges: PortRange[]): PortRange[] {
 }
 
 /** Read a ports value; `allowNumber` accepts a bare integer (app rules), CF rules require a string. */
-export function readPorts(r: Reader, raw: unknown, path: string, allowNumber: boolean): PortRange[] | undefined {
+export function readPorts(r: Reader, raw: Node | null, path: string, allowNumber: boolean): PortRange[] | undefined {
   const s = r.scalar(raw);
   if (allowNumber && s && typeof s.value === 'number') {
     if (Number.isInteger(s.value) && s.value >= 1 && s.value <= 65535) return [{ from: s.value, to: s.value }];
@@ -91,7 +91,7 @@ export function readPorts(r: Reader, raw: unknown, path: string, allowNumber: bo
     return undefined;
   }
   if (!s || typeof s.value !== 'string') {
-    r.error(r.deref(raw), path, `ports must be a string, got ${r.describe(r.deref(raw))}`, PORTS_FORM);
+    r.error(raw, path, `ports must be a string, got ${r.describe(raw)}`, PORTS_FORM);
     return undefined;
   }
   const res = parsePorts(s.value);
@@ -101,10 +101,9 @@ export function readPorts(r: Reader, raw: unknown, path: string, allowNumber: bo
 }
 
 /** Split a CF destination (comma list, no whitespace) into entries, as Cloud Controller does. */
-export function readDestination(r: Reader, raw: unknown, path: string, pool: AddressPool, literalOk = false):
+export function readDestination(r: Reader, node: Node | null, path: string, pool: AddressPool, literalOk = false):
   { text: string; items: EntryItem[]; literal?: AddrSet } | undefined {
-  const node = r.deref(raw);
-  const s = r.scalar(raw);
+  const s = r.scalar(node);
   if (!s || typeof s.value !== 'string') {
     r.error(node, path, `destination must be a string, got ${r.describe(node)}`, DEST_FORM);
     return undefined;
@@ -135,7 +134,7 @@ export function readDestination(r: Reader, raw: unknown, path: string, pool: Add
       r.error(s, path, `invalid destination item ${JSON.stringify(part)}: more than one "-"`, DEST_FORM, offset);
       ok = false;
     } else {
-      items.push(pool.item(part, false, { reader: r, node: s as Node, path, offset }));
+      items.push(pool.item(part, false, { reader: r, node: s, path, offset }));
     }
     offset += part.length + 1;
   }
@@ -143,7 +142,7 @@ export function readDestination(r: Reader, raw: unknown, path: string, pool: Add
 }
 
 /** One ASG rule, checked like Cloud Controller's RulesValidator. */
-export function readCfRule(r: Reader, raw: unknown, path: string, pool: AddressPool): RawRule | undefined {
+export function readCfRule(r: Reader, raw: Node, path: string, pool: AddressPool): RawRule | undefined {
   const m = r.map(raw, path, 'a rule mapping {protocol, destination, ports, type, code, log, description}');
   if (!m) return undefined;
   const f = r.fieldMap(m, path, RULE_KEYS);
@@ -201,7 +200,7 @@ export interface CfAsgFile {
   spaces: Array<{ phase: 'running' | 'staging'; guid: string; loc: SourceLoc }>;
 }
 
-function readRules(r: Reader, raw: unknown, path: string, pool: AddressPool, out: CfAsgFile): void {
+function readRules(r: Reader, raw: Node | null, path: string, pool: AddressPool, out: CfAsgFile): void {
   const list = r.list(raw, path, 'a list of rules');
   if (!list) { out.ok = false; return; }
   list.forEach((n, i) => {
@@ -211,11 +210,9 @@ function readRules(r: Reader, raw: unknown, path: string, pool: AddressPool, out
 }
 
 /** A CF ASG JSON document: a rules array (cf create-security-group) or a v3 security group object. */
-export function readCfAsgFile(r: Reader, root: unknown, pool: AddressPool): CfAsgFile {
+export function readCfAsgFile(r: Reader, node: Node, pool: AddressPool): CfAsgFile {
   const out: CfAsgFile = { rules: [], ok: true, globallyEnabled: [], spaces: [] };
-  const node = r.deref(root);
-  const asList = node !== null && isSeq(node);
-  if (asList) { readRules(r, node, 'rules', pool, out); return out; }
+  if (node.kind === 'seq') { readRules(r, node, 'rules', pool, out); return out; }
   const m = r.map(node, '', 'a rules array (cf create-security-group format) or a v3 security group object');
   if (!m) { out.ok = false; return out; }
   const f = r.fieldMap(m, '', V3_KEYS);
@@ -275,7 +272,7 @@ export interface RawAppRule {
 const CF_POLICY_FORM = '{"policies":[{"source":{"id":...},"destination":{"id":...,"protocol":"tcp","ports":{"start":N,"end":M}}}]}';
 
 /** CF policy-server JSON (external API v1; the internal API's `tag` fields are accepted and ignored). */
-export function readCfPolicies(r: Reader, root: unknown): RawAppRule[] | undefined {
+export function readCfPolicies(r: Reader, root: Node): RawAppRule[] | undefined {
   const m = r.map(root, '', `policy-server JSON ${CF_POLICY_FORM}`);
   if (!m) return undefined;
   const f = r.fieldMap(m, '', ['policies', 'total_policies']);

@@ -23,7 +23,6 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import type { Node } from 'yaml';
 import { AddrSet } from '../core/index.js';
 import type { Family } from '../core/index.js';
 import { CellwallError, DiagnosticsError, type Diagnostic, type SourceLoc } from '../errors.js';
@@ -31,6 +30,7 @@ import { AddressPool, ENTRY_FORM, NAME_FORM, NAME_RE, Resolver, readEntryList, u
 import { PROTOCOLS, PORTS_FORM, readCfAsgFile, readCfPolicies, readCfRule, readPorts, type RawAppRule, type RawRule } from './cf.js';
 import type { AppRule, AsgRule, Binding, Egress, Group, Mode, Network, Phase, Policy, Protocol, SecurityGroup, Segment } from './model.js';
 import { groupStem } from './names.js';
+import type { Node } from './nodes.js';
 import { child, Diags, Reader, SourceFile, suggest, type Field } from './source.js';
 
 export { dynamicSetName, groupStem } from './names.js';
@@ -60,22 +60,13 @@ function ioReason(e: unknown): string {
   return (e as Error)?.message ?? String(e);
 }
 
-/** Canonical JSON: keys sorted, so that reformatting does not change the hash. */
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  if (v && typeof v === 'object') {
-    const o = v as Record<string, unknown>;
-    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(',')}}`;
-  }
-  return JSON.stringify(v ?? null);
-}
-
-function plain(src: SourceFile, r: Reader): unknown {
+/** The file's canonical JSON (keys sorted: reformatting does not change the policy hash). */
+function canonicalOf(src: SourceFile, r: Reader): string {
   try {
-    return src.doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+    return src.canonical(MAX_ALIAS_COUNT);
   } catch (e) {
-    r.error(src.doc.contents as Node, '', `cannot expand the document: ${(e as Error).message}`, `at most ${MAX_ALIAS_COUNT} alias expansions`);
-    return null;
+    r.error(src.root, '', `cannot expand the document: ${(e as Error).message}`, `at most ${MAX_ALIAS_COUNT} alias expansions`);
+    return 'null';
   }
 }
 
@@ -91,8 +82,8 @@ interface RawAsg { name: string; loc: SourceLoc; rules: RawRule[]; index: number
 class Loader {
   readonly diags = new Diags();
   readonly pool = new AddressPool();
-  /** external files by the name written in the policy, for the hash */
-  readonly files = new Map<string, unknown>();
+  /** external files' canonical JSON by the name written in the policy, for the hash */
+  readonly files = new Map<string, string>();
   readonly networkDefs = new Map<string, { items: EntryItem[]; loc: SourceLoc }>();
   readonly asgs = new Map<string, RawAsg>();
   readonly groups = new Map<string, RawGroup>();
@@ -108,7 +99,7 @@ class Loader {
   constructor(readonly file: string, readonly baseDir: string) {}
 
   /** Read an external JSON/YAML file named in the policy; problems are reported at the reference. */
-  async external(r: Reader, node: Node, path: string, name: string): Promise<{ reader: Reader; root: unknown } | undefined> {
+  async external(r: Reader, node: Node, path: string, name: string): Promise<{ reader: Reader; root: Node } | undefined> {
     const full = isAbsolute(name) ? name : resolve(this.baseDir, name);
     const shown = isAbsolute(name) ? name : join(this.baseDir, name);
     let text: string;
@@ -121,12 +112,12 @@ class Loader {
     const src = new SourceFile(shown, text, this.diags);
     if (!src.ok) return undefined;
     const reader = new Reader(src, this.diags);
-    if (src.doc.contents == null) {
+    if (src.root == null) {
       reader.error(null, '', 'empty file', 'a JSON document');
       return undefined;
     }
-    this.files.set(name, plain(src, reader));
-    return { reader, root: src.doc.contents };
+    this.files.set(name, canonicalOf(src, reader));
+    return { reader, root: src.root };
   }
 
   name(r: Reader, f: Field, what: string, form?: { re: RegExp; text: string }): string | undefined {
@@ -170,7 +161,7 @@ class Loader {
         if (!ext) continue;
         const cf = readCfAsgFile(ext.reader, ext.root, this.pool);
         asg.rules = cf.rules;
-        asg.loc = ext.reader.loc(ext.root as Node, '');
+        asg.loc = ext.reader.loc(ext.root, '');
         if (cf.name && cf.name.value !== name) {
           this.diags.warn(cf.name.loc, `the file's ASG is named ${JSON.stringify(cf.name.value)}; it is loaded as ${JSON.stringify(name)}`);
         }
@@ -260,8 +251,7 @@ class Loader {
     }
   }
 
-  phases(r: Reader, raw: unknown, path: string): Phase[] | undefined {
-    const node = r.deref(raw);
+  phases(r: Reader, node: Node | null, path: string): Phase[] | undefined {
     const s = r.scalar(node);
     const items = s ? [node] : r.list(node, path, 'running, staging, or a list of them');
     if (!items) return undefined;
@@ -275,7 +265,7 @@ class Loader {
     return ok ? out : undefined;
   }
 
-  nameList(r: Reader, raw: unknown, path: string, what: string): Array<{ name: string; loc: SourceLoc }> | undefined {
+  nameList(r: Reader, raw: Node | null, path: string, what: string): Array<{ name: string; loc: SourceLoc }> | undefined {
     const list = r.list(raw, path, `a list of ${what} names`);
     if (!list) return undefined;
     const out: Array<{ name: string; loc: SourceLoc }> = [];
@@ -311,7 +301,7 @@ class Loader {
     });
   }
 
-  readAppRule(r: Reader, raw: unknown, path: string): RawAppRule | undefined {
+  readAppRule(r: Reader, raw: Node, path: string): RawAppRule | undefined {
     const m = r.map(raw, path, 'a rule {from, to, protocol, ports, type, code}');
     if (!m) return undefined;
     const f = r.fieldMap(m, path, ['from', 'to', 'protocol', 'ports', 'type', 'code']);
@@ -488,9 +478,9 @@ class Loader {
       });
     }
 
-    const hash = createHash('sha256')
-      .update(canonical({ policy: plain(src, r), files: Object.fromEntries([...this.files].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) }))
-      .digest('hex');
+    // the canonical JSON of {policy, files}: keys sorted
+    const files = [...this.files].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([name, c]) => `${JSON.stringify(name)}:${c}`);
+    const hash = createHash('sha256').update(`{"files":{${files.join(',')}},"policy":${canonicalOf(src, r)}}`).digest('hex');
     return {
       file: this.file, hash, version: 1, mode: this.mode, defaults: this.defaults, networks, securityGroups, groups, segments,
       bindings, policies: { default: this.appDefault, rules }, warnings: this.diags.items.filter((d) => d.severity === 'warning').sort(byPosition([this.file])),
@@ -547,11 +537,11 @@ export async function loadPolicyText(text: string, file: string, baseDir: string
   const src = new SourceFile(file, text, L.diags);
   if (!src.ok) fail();
   const r = new Reader(src, L.diags);
-  if (src.doc.contents == null) {
+  if (src.root == null) {
     r.error(null, '', 'empty policy', 'a mapping with at least version: 1');
     fail();
   }
-  const root = r.map(src.doc.contents, '', 'a policy mapping (version, networks, security_groups, ...)');
+  const root = r.map(src.root, '', 'a policy mapping (version, networks, security_groups, ...)');
   if (!root) fail();
   const top = r.fieldMap(root!, '', TOP_KEYS);
   const version = top.get('version');

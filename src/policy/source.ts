@@ -4,21 +4,31 @@
  * file:line:col, the field path and the expected form. Readers never throw
  * for bad input; they record the problem and return undefined so that one
  * pass lists every error.
+ *
+ * JSON text goes through a strict JSON scanner (./json.ts) that builds the
+ * same tree (./nodes.ts) as the YAML parser; anything the scanner does not
+ * take is parsed as YAML, so messages and locations do not depend on the path.
  */
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
-import type { Document, Node, Scalar, YAMLMap } from 'yaml';
+import type { Document } from 'yaml';
 import type { Diagnostic, SourceLoc } from '../errors.js';
+import { looksLikeJson, scanJson } from './json.js';
+import type { MapNode, Node, ScalarNode } from './nodes.js';
+
+export type { MapNode, Node, ScalarNode, SeqNode } from './nodes.js';
 
 export class Diags {
   readonly items: Diagnostic[] = [];
+  private errors = 0;
   error(loc: SourceLoc, message: string, expected?: string): void {
+    this.errors++;
     this.items.push({ severity: 'error', loc, message, ...(expected ? { expected } : {}) });
   }
   warn(loc: SourceLoc, message: string, expected?: string): void {
     this.items.push({ severity: 'warning', loc, message, ...(expected ? { expected } : {}) });
   }
   get errorCount(): number {
-    return this.items.filter((d) => d.severity === 'error').length;
+    return this.errors;
   }
 }
 
@@ -62,42 +72,155 @@ export interface Field {
   path: string;
 }
 
+/**
+ * Canonical JSON of a plain value: keys sorted, so that reformatting does
+ * not change a policy's hash.
+ */
+export function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v ?? null);
+}
+
+/**
+ * canonical() of a JSON-scanned tree, straight from the nodes (no plain
+ * copy of the document): a string without escapes is its own source text.
+ */
+function canonicalJson(n: Node | null, text: string): string {
+  if (n === null) return 'null';
+  if (n.kind === 'scalar') {
+    const v = n.value;
+    if (typeof v === 'string' && n.end - n.start === v.length + 2) return text.slice(n.start, n.end);
+    return JSON.stringify(v ?? null);
+  }
+  if (n.kind === 'seq') {
+    const parts = new Array<string>(n.items.length);
+    for (let i = 0; i < parts.length; i++) parts[i] = canonicalJson(n.items[i], text);
+    return `[${parts.join(',')}]`;
+  }
+  if (n.kind === 'map') {
+    const keys = n.keys as ScalarNode[];
+    const order = keys.map((_, i) => i);
+    order.sort((a, b) => { const x = keys[a].value as string, y = keys[b].value as string; return x < y ? -1 : x > y ? 1 : 0; });
+    const parts = order.map((i) => `${canonicalJson(keys[i], text)}:${canonicalJson(n.values[i], text)}`);
+    return `{${parts.join(',')}}`;
+  }
+  return 'null';
+}
+
+/** The YAML parser's tree as reader nodes; an alias becomes its anchored node (null when unresolved). */
+function fromYaml(doc: Document.Parsed): Node | null {
+  const memo = new Map<unknown, Node>();
+  const conv = (y: unknown): Node | null => {
+    if (y == null) return null;
+    if (isAlias(y)) return conv(y.resolve(doc));
+    const hit = memo.get(y);
+    if (hit) return hit;
+    const range = (y as { range?: [number, number, number] }).range;
+    const start = range?.[0] ?? 0;
+    let n: Node;
+    if (isScalar(y)) {
+      n = { kind: 'scalar', start, end: range?.[1] ?? start, value: y.value, quoted: y.type === 'QUOTE_DOUBLE' || y.type === 'QUOTE_SINGLE' };
+      memo.set(y, n);
+    } else if (isMap(y)) {
+      const m: MapNode = { kind: 'map', start, keys: [], values: [] };
+      memo.set(y, m);
+      for (const p of y.items) { m.keys.push(conv(p.key)); m.values.push(conv(p.value)); }
+      n = m;
+    } else if (isSeq(y)) {
+      const items: Array<Node | null> = [];
+      n = { kind: 'seq', start, items };
+      memo.set(y, n);
+      for (const it of y.items) items.push(conv(it));
+    } else {
+      n = { kind: 'other', start };
+      memo.set(y, n);
+    }
+    return n;
+  };
+  return conv(doc.contents);
+}
+
 /** One parsed YAML/JSON file. */
 export class SourceFile {
-  readonly doc: Document.Parsed;
-  private readonly lc = new LineCounter();
+  /** the document's top node; null for an empty document */
+  readonly root: Node | null;
   /** false when the file could not be parsed into a usable tree (syntax errors) */
   readonly ok: boolean;
+  /** which parser read the file */
+  readonly parser: 'json' | 'yaml';
+  /** offsets where lines start, ascending (yaml's LineCounter form) */
+  private readonly lineStarts: number[];
+  /** the YAML document (YAML path only), for the alias-expanding canonical form */
+  private readonly doc?: Document.Parsed;
 
   constructor(readonly file: string, readonly text: string, diags: Diags) {
-    this.doc = parseDocument(text, { lineCounter: this.lc, uniqueKeys: true, prettyErrors: true, merge: false });
+    const json = looksLikeJson(file, text) ? scanJson(text) : undefined;
+    if (json) {
+      this.parser = 'json';
+      this.root = json.root;
+      this.lineStarts = json.lineStarts;
+      this.ok = true;
+      return;
+    }
+    this.parser = 'yaml';
+    const lc = new LineCounter();
+    this.lineStarts = lc.lineStarts;
+    const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: true, merge: false });
     let fatal = false;
-    for (const e of this.doc.errors) {
-      const pos = e.linePos?.[0] ?? this.lc.linePos(e.pos[0]);
+    for (const e of doc.errors) {
+      const pos = e.linePos?.[0] ?? lc.linePos(e.pos[0]);
       const first = e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
       const loc: SourceLoc = { file, line: pos.line, col: pos.col, path: '' };
       if (e.code === 'DUPLICATE_KEY') diags.error(loc, 'duplicate key', 'each key at most once per mapping');
       else { fatal = true; diags.error(loc, `syntax error: ${first}`, 'valid YAML or JSON'); }
     }
-    for (const w of this.doc.warnings) {
-      const pos = w.linePos?.[0] ?? this.lc.linePos(w.pos[0]);
+    for (const w of doc.warnings) {
+      const pos = w.linePos?.[0] ?? lc.linePos(w.pos[0]);
       diags.warn({ file, line: pos.line, col: pos.col, path: '' }, w.message.split('\n')[0]);
     }
     this.ok = !fatal;
+    this.doc = doc;
+    this.root = fromYaml(doc);
+  }
+
+  /**
+   * canonical() of the document's plain value, for the policy hash. Throws
+   * when YAML aliases expand more than maxAliasCount times.
+   */
+  canonical(maxAliasCount: number): string {
+    if (this.doc) return canonical(this.doc.toJS({ maxAliasCount }));
+    return canonicalJson(this.root, this.text);
   }
 
   /** Location of a node (or of a character inside a single-line scalar when offset is given). */
   loc(node: Node | null | undefined, path: string, offset = 0): SourceLoc {
-    const start = node?.range?.[0] ?? 0;
+    const start = node ? node.start : 0;
     let at = start;
-    if (offset > 0 && node && isScalar(node) && typeof node.value === 'string') {
-      const quoted = node.type === 'QUOTE_DOUBLE' || node.type === 'QUOTE_SINGLE';
-      const base = start + (quoted ? 1 : 0);
+    if (offset > 0 && node && node.kind === 'scalar' && typeof node.value === 'string') {
+      const base = start + (node.quoted ? 1 : 0);
       // only when the source spells the value verbatim (no escapes, no folding)
-      if (this.text.slice(base, base + node.value.length) === node.value) at = base + offset;
+      if (this.text.startsWith(node.value, base)) at = base + offset;
     }
-    const p = this.lc.linePos(at);
-    return { file: this.file, line: p.line, col: p.col, path };
+    return this.locAt(at, path);
+  }
+
+  /** file:line:col of a text offset (yaml's LineCounter.linePos) */
+  locAt(offset: number, path: string): SourceLoc {
+    const starts = this.lineStarts;
+    let low = 0;
+    let high = starts.length;
+    while (low < high) {
+      const mid = (low + high) >> 1;
+      if (starts[mid] < offset) low = mid + 1;
+      else high = mid;
+    }
+    if (starts[low] === offset) return { file: this.file, line: low + 1, col: 1, path };
+    if (low === 0) return { file: this.file, line: 0, col: offset, path };
+    return { file: this.file, line: low, col: offset - starts[low - 1] + 1, path };
   }
 }
 
@@ -117,24 +240,16 @@ export class Reader {
     this.diags.warn(this.loc(node, path), message, expected);
   }
 
-  /** follow aliases to their anchored node */
-  deref(node: unknown): Node | null {
-    if (node == null) return null;
-    if (isAlias(node)) return (node.resolve(this.src.doc) as Node | undefined) ?? null;
-    return node as Node;
-  }
-
   /** true when the node is absent or an explicit null (`key:` / `key: null`) */
-  isNull(node: unknown): boolean {
-    const n = this.deref(node);
-    return n == null || (isScalar(n) && n.value == null);
+  isNull(n: Node | null | undefined): boolean {
+    return n == null || (n.kind === 'scalar' && n.value == null);
   }
 
-  describe(node: Node | null): string {
+  describe(node: Node | null | undefined): string {
     if (node == null) return 'nothing';
-    if (isMap(node)) return 'a mapping';
-    if (isSeq(node)) return 'a list';
-    if (isScalar(node)) {
+    if (node.kind === 'map') return 'a mapping';
+    if (node.kind === 'seq') return 'a list';
+    if (node.kind === 'scalar') {
       const v = node.value;
       if (v == null) return 'null';
       if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
@@ -143,9 +258,8 @@ export class Reader {
     return 'an unexpected value';
   }
 
-  map(raw: unknown, path: string, expected = 'a mapping'): YAMLMap | undefined {
-    const node = this.deref(raw);
-    if (node && isMap(node)) return node;
+  map(node: Node | null | undefined, path: string, expected = 'a mapping'): MapNode | undefined {
+    if (node && node.kind === 'map') return node;
     this.error(node, path, `expected ${expected}, got ${this.describe(node)}`, expected);
     return undefined;
   }
@@ -154,95 +268,97 @@ export class Reader {
    * The fields of a mapping, in order. With `allowed`, any other key is an
    * error (typos must not silently weaken a firewall).
    */
-  fields(map: YAMLMap, path: string, allowed?: readonly string[], hint?: string): Field[] {
+  fields(map: MapNode, path: string, allowed?: readonly string[], hint?: string): Field[] {
     const out: Field[] = [];
-    for (const pair of map.items) {
-      const keyNode = this.deref(pair.key);
-      if (!keyNode || !isScalar(keyNode) || typeof keyNode.value !== 'string') {
-        this.error(keyNode ?? map, path, `expected a string key, got ${this.describe(keyNode)}`, 'a string key (quote it)');
-        continue;
-      }
-      const key = keyNode.value;
-      const fpath = child(path, key);
-      if (allowed && !allowed.includes(key)) {
-        const near = suggest(key, allowed);
-        this.error(keyNode, fpath, `unknown key ${JSON.stringify(key)}${near ? ` (did you mean "${near}"?)` : ''}`,
-          hint ?? `one of ${allowed.join(', ')}`);
-        continue;
-      }
-      out.push({ key, keyNode, value: (pair.value as Node | null) ?? null, path: fpath });
+    for (let i = 0; i < map.keys.length; i++) {
+      const key = this.key(map, i, path, allowed, hint);
+      if (key !== undefined) out.push({ key, keyNode: map.keys[i]!, value: map.values[i], path: child(path, key) });
     }
     return out;
   }
 
+  /**
+   * The string key of a mapping's entry i, or undefined (reported) when it
+   * is not a string or, with `allowed`, not one of those.
+   */
+  key(map: MapNode, i: number, path: string, allowed?: readonly string[], hint?: string): string | undefined {
+    const keyNode = map.keys[i];
+    if (!keyNode || keyNode.kind !== 'scalar' || typeof keyNode.value !== 'string') {
+      this.error(keyNode ?? map, path, `expected a string key, got ${this.describe(keyNode)}`, 'a string key (quote it)');
+      return undefined;
+    }
+    const key = keyNode.value;
+    if (allowed && !allowed.includes(key)) {
+      const near = suggest(key, allowed);
+      this.error(keyNode, child(path, key), `unknown key ${JSON.stringify(key)}${near ? ` (did you mean "${near}"?)` : ''}`,
+        hint ?? `one of ${allowed.join(', ')}`);
+      return undefined;
+    }
+    return key;
+  }
+
   /** fields by key (the last one wins; duplicates are already errors) */
-  fieldMap(map: YAMLMap, path: string, allowed?: readonly string[], hint?: string): Map<string, Field> {
+  fieldMap(map: MapNode, path: string, allowed?: readonly string[], hint?: string): Map<string, Field> {
     return new Map(this.fields(map, path, allowed, hint).map((f) => [f.key, f]));
   }
 
   /** a field's value node, or the key when the value is missing, for locations */
   at(f: Field): Node {
-    return this.deref(f.value) ?? f.keyNode;
+    return f.value ?? f.keyNode;
   }
 
-  list(raw: unknown, path: string, expected = 'a list'): Node[] | undefined {
-    const node = this.deref(raw);
-    if (node && isSeq(node)) return node.items.map((n) => this.deref(n) ?? (node as Node));
+  list(node: Node | null | undefined, path: string, expected = 'a list'): Node[] | undefined {
+    if (node && node.kind === 'seq') return node.items.map((n) => n ?? node);
     this.error(node, path, `expected ${expected}, got ${this.describe(node)}`, expected);
     return undefined;
   }
 
-  scalar(raw: unknown): Scalar | undefined {
-    const node = this.deref(raw);
-    return node && isScalar(node) ? node : undefined;
+  scalar(node: Node | null | undefined): ScalarNode | undefined {
+    return node && node.kind === 'scalar' ? node : undefined;
   }
 
-  str(raw: unknown, path: string, expected = 'a string'): string | undefined {
-    const s = this.scalar(raw);
-    if (s && typeof s.value === 'string') return s.value;
-    this.error(this.deref(raw), path, `expected ${expected}, got ${this.describe(this.deref(raw))}`, expected);
+  str(node: Node | null | undefined, path: string, expected = 'a string'): string | undefined {
+    if (node && node.kind === 'scalar' && typeof node.value === 'string') return node.value;
+    this.error(node, path, `expected ${expected}, got ${this.describe(node)}`, expected);
     return undefined;
   }
 
-  bool(raw: unknown, path: string): boolean | undefined {
-    const s = this.scalar(raw);
-    if (s && typeof s.value === 'boolean') return s.value;
-    this.error(this.deref(raw), path, `expected true or false, got ${this.describe(this.deref(raw))}`, 'true or false');
+  bool(node: Node | null | undefined, path: string): boolean | undefined {
+    if (node && node.kind === 'scalar' && typeof node.value === 'boolean') return node.value;
+    this.error(node, path, `expected true or false, got ${this.describe(node)}`, 'true or false');
     return undefined;
   }
 
-  int(raw: unknown, path: string, min: number, max: number, expected?: string): number | undefined {
-    const s = this.scalar(raw);
+  int(node: Node | null | undefined, path: string, min: number, max: number, expected?: string): number | undefined {
+    const s = this.scalar(node);
     const exp = expected ?? `an integer from ${min} to ${max}`;
     if (s && typeof s.value === 'number' && Number.isInteger(s.value)) {
       if (s.value >= min && s.value <= max) return s.value;
       this.error(s, path, `${s.value} is out of range`, exp);
       return undefined;
     }
-    this.error(this.deref(raw), path, `expected an integer, got ${this.describe(this.deref(raw))}`, exp);
+    this.error(node, path, `expected an integer, got ${this.describe(node)}`, exp);
     return undefined;
   }
 
-  oneOf<T extends string>(raw: unknown, path: string, values: readonly T[]): T | undefined {
-    const s = this.scalar(raw);
-    const exp = values.join(' | ');
+  oneOf<T extends string>(node: Node | null | undefined, path: string, values: readonly T[]): T | undefined {
+    const s = this.scalar(node);
     if (s && typeof s.value === 'string' && (values as readonly string[]).includes(s.value)) return s.value as T;
-    const got = this.describe(this.deref(raw));
+    const got = this.describe(node);
     const near = s && typeof s.value === 'string' ? suggest(s.value, values) : undefined;
-    this.error(this.deref(raw), path, `invalid value: ${got}${near ? ` (did you mean "${near}"?)` : ''}`, exp);
+    this.error(node, path, `invalid value: ${got}${near ? ` (did you mean "${near}"?)` : ''}`, values.join(' | '));
     return undefined;
   }
 
   /** A string or a list of strings, each with its node (for per-item locations). */
-  strings(raw: unknown, path: string, expected = 'a string or a list of strings'): Array<{ text: string; node: Node; path: string }> | undefined {
-    const node = this.deref(raw);
-    if (node && isScalar(node) && typeof node.value === 'string') return [{ text: node.value, node, path }];
-    if (node && isSeq(node)) {
+  strings(node: Node | null | undefined, path: string, expected = 'a string or a list of strings'): Array<{ text: string; node: Node; path: string }> | undefined {
+    if (node && node.kind === 'scalar' && typeof node.value === 'string') return [{ text: node.value, node, path }];
+    if (node && node.kind === 'seq') {
       const out: Array<{ text: string; node: Node; path: string }> = [];
       node.items.forEach((item, i) => {
         const p = child(path, i);
         const v = this.str(item, p, 'a string');
-        if (v !== undefined) out.push({ text: v, node: this.deref(item)!, path: p });
+        if (v !== undefined) out.push({ text: v, node: item!, path: p });
       });
       return out;
     }
