@@ -11,6 +11,7 @@
  * run (e.g. `ip netns exec NS` for tc).
  */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { bpftoolBatch, type MapContents, type MapEntry } from './maps.js';
@@ -89,6 +90,17 @@ for i in range(0, len(a), 5):
 `;
 
 /**
+ * The interpreter for the batch fill: $CELLWALL_PYTHON, else the system's
+ * /usr/bin/python3 (a version manager's `python3` shim on PATH can cost more
+ * start-up time than the fill itself), else `python3` from PATH. Run with
+ * -I -S: isolated, no site packages (ctypes is in the standard library).
+ */
+export function python(): string {
+  if (process.env.CELLWALL_PYTHON) return process.env.CELLWALL_PYTHON;
+  return existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+}
+
+/**
  * Fill the pinned maps of a generation with BPF_MAP_UPDATE_BATCH (python3
  * ctypes; about 10x faster than bpftool lines). `exec` runs python3 (any
  * namespace). Throws when python3 is missing or a syscall fails.
@@ -108,7 +120,7 @@ export async function fillMapsSyscall(exec: Exec, contents: MapContents, g: Gene
     n += es.length;
   }
   try {
-    if (n > 0) await exec(['python3', '-c', FILL_PY, g.maps, ...args]);
+    if (n > 0) await exec([python(), '-I', '-S', '-c', FILL_PY, g.maps, ...args]);
   } finally {
     for (const f of files) await rm(f, { force: true });
   }
