@@ -35,7 +35,7 @@ export function register(program: Command, ctx: CliContext): void {
         dryRun: Boolean(o.dryRun),
         canaries: num('canaries', o.canaries),
         maxInFlight: String(o.maxInFlight),
-        backend: o.backend as string | undefined,
+        backend: o.backend as 'iptables' | 'nft' | undefined,
         json: Boolean(o.json),
         acceptNewHostKeys: Boolean(o.acceptNewHostKeys),
         connectTimeoutSec: Math.max(1, num('connect-timeout', o.connectTimeout)),

@@ -227,7 +227,7 @@ function parseBosh(doc: Document, ctx: Ctx): Inventory {
  * (instanceGroups: instance group -> segment name). Returns the cells that are
  * pushed to; bosh rows of unmapped groups move to `ignored`.
  */
-export function resolveSegments(inv: Inventory, segments: string[], instanceGroups: Map<string, string>): Inventory {
+export function resolveSegments(inv: Inventory, segments: string[], instanceGroups: Map<string, string>, where = "the policy's segments"): Inventory {
   const diags: Diagnostic[] = [];
   const known = new Set(segments);
   const cells: Cell[] = [];
@@ -239,7 +239,7 @@ export function resolveSegments(inv: Inventory, segments: string[], instanceGrou
       else cells.push({ ...c, segment: seg });
     } else if (!known.has(c.segment)) {
       diags.push({ severity: 'error', loc: { ...c.loc, path: `${c.loc.path}.segment` },
-        message: `unknown segment ${JSON.stringify(c.segment)}`, expected: `one of the policy's segments: ${segments.join(', ') || '(none)'}` });
+        message: `unknown segment ${JSON.stringify(c.segment)}`, expected: `one of ${where}: ${segments.join(', ') || '(none)'}` });
     } else cells.push(c);
   }
   if (diags.length) throw new DiagnosticsError(diags);

@@ -8,14 +8,14 @@
  * cells; cells in flight finish (or roll back) and the report is printed.
  */
 import { gzipSync } from 'node:zlib';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { CellwallError } from '../errors.js';
-import { loadInventory, resolveSegments, withDefaults, type Cell, type SshSettings } from './inventory.js';
-import { compileBundle, readBundleDir, type Bundle } from './bundle.js';
-import { buildProbe, buildScript, remoteCommand, CPU, PHASE, PROBE, RESULT, type ScriptMode } from './script.js';
-import { closeMasters, makeControlDir, runSession, sshFailureReason, type Session, type SshConfig } from './ssh.js';
+import { loadInventory, resolveSegments, withDefaults, type Cell, type Inventory, type SshSettings } from './inventory.js';
+import { compileBundle, readBundleDir, type Backend, type Bundle } from './bundle.js';
+import { buildScript, remoteCommand, CPU, GO, PHASE, PROBE, RESULT, type ScriptMode } from './script.js';
+import { runSession, sshFailureReason, type Session, type SessionResult, type SshConfig } from './ssh.js';
 import { bundlePart, diffPart, parseLive, summarizeDiff, type CellDiff } from './plan.js';
 
 export interface PushOptions extends SshSettings {
@@ -25,7 +25,7 @@ export interface PushOptions extends SshSettings {
   canaries: number;
   /** "N" or "P%" */
   maxInFlight: string;
-  backend?: string;
+  backend?: Backend;
   json: boolean;
   acceptNewHostKeys: boolean;
   connectTimeoutSec: number;
@@ -98,17 +98,45 @@ async function policySegments(file: string): Promise<{ segments: string[]; insta
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw e;
   }
-  const groups = new Map<string, string>();
   if (mod?.loadPolicy) {
+    const groups = new Map<string, string>();
     const policy = (await mod.loadPolicy(file)) as { segments: Map<string, { name: string; cells?: { instanceGroup?: string } }> };
     for (const s of policy.segments.values()) if (s.cells?.instanceGroup) groups.set(s.cells.instanceGroup, s.name);
     return { segments: [...policy.segments.keys()], instanceGroups: groups };
   }
-  // loader not available in this build: read the segment names directly (compile validates)
-  const raw = parseYaml(readFileSync(file, 'utf8')) as { segments?: Record<string, { cells?: { instance_group?: string } }> };
-  const segs = raw?.segments ?? {};
-  for (const [name, s] of Object.entries(segs)) if (s?.cells?.instance_group) groups.set(s.cells.instance_group, name);
+  return rawSegments(file);
+}
+
+/**
+ * Only the `segments:` of a policy file (names, cells.instance_group), without
+ * loading or validating it: the bundles were compiled from it already. JSON is
+ * parsed as JSON (a CF-scale policy is tens of MB), YAML otherwise.
+ */
+export function rawSegments(file: string): { segments: string[]; instanceGroups: Map<string, string> } {
+  let text: string;
+  try { text = readFileSync(file, 'utf8'); } catch (e) {
+    throw new CellwallError(`${file}: cannot read the policy (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  type Raw = { segments?: Record<string, { cells?: { instance_group?: string } } | null> };
+  let raw: Raw;
+  try {
+    raw = (/^\s*\{/.test(text) ? JSON.parse(text) : parseYaml(text)) as Raw;
+  } catch (e) {
+    throw new CellwallError(`${file}: cannot parse the policy: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const groups = new Map<string, string>();
+  const segs = raw && typeof raw === 'object' && raw.segments && typeof raw.segments === 'object' ? raw.segments : {};
+  for (const [name, s] of Object.entries(segs)) if (typeof s?.cells?.instance_group === 'string') groups.set(s.cells.instance_group, name);
   return { segments: Object.keys(segs), instanceGroups: groups };
+}
+
+/** The segments that have a bundle under DIR (DIR/<segment>/). */
+function bundleSegments(dir: string): string[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  } catch (e) {
+    throw new CellwallError(`--bundles ${dir}: cannot read the directory (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
 }
 
 /**
@@ -129,63 +157,58 @@ export function applyStream(bundle: Bundle, mode: ScriptMode, compress: boolean)
   return b;
 }
 
-const probeStreams = new Map<boolean, Buffer>();
-function probeStream(compress: boolean): Buffer {
-  let b = probeStreams.get(compress);
-  if (!b) {
-    const script = Buffer.from(buildProbe(), 'utf8');
-    probeStreams.set(compress, (b = compress ? gzipSync(script, { level: 6 }) : script));
-  }
-  return b;
-}
-
-/** CPU ms reported by the cell's shell (`times`: the marker line and the next one), or 0 */
+/** CPU ms reported by the cell's shells (`times`: each marker line and the next one; the probe and the stream each print one), or 0 */
 export function parseCellCpu(stdout: string): number {
-  const m = new RegExp(`^${CPU} (.*)\n(.*)$`, 'm').exec(stdout);
-  if (!m) return 0;
   let ms = 0;
-  for (const t of `${m[1]} ${m[2]}`.matchAll(/(\d+)m([\d.]+)s/g)) ms += (Number(t[1]) * 60 + Number(t[2])) * 1000;
+  for (const m of stdout.matchAll(new RegExp(`^${CPU} (.*)\n(.*)$`, 'gm'))) {
+    for (const t of `${m[1]} ${m[2]}`.matchAll(/(\d+)m([\d.]+)s/g)) ms += (Number(t[1]) * 60 + Number(t[2])) * 1000;
+  }
   return Math.round(ms);
 }
 
 /**
- * One cell. In apply mode (unless fastPath is off) a constant probe asks for the
- * cell's record and cheap live fingerprint first; when the record names this
- * bundle and the fingerprint still matches, nothing more is sent. Otherwise one
- * session streams the bundle and the apply script; one result line comes back.
+ * One cell, one ssh session. In apply mode (unless fastPath is off) the
+ * bootstrap first prints the cell's record and cheap live fingerprint; when the
+ * record names this bundle and the fingerprint still matches, stdin is closed
+ * and nothing more is sent. Otherwise the same session receives the stream
+ * (script + bundle); one result line comes back.
  */
 export async function runCell(cell: Cell, bundle: Bundle, mode: ScriptMode, cfg: SshConfig,
   opts: { compress: boolean; timeoutMs: number; fastPath?: boolean },
   hooks: { onSession?: (s: Session) => void } = {}): Promise<Omit<CellReport, 'canary'>> {
   const t0 = Date.now();
-  let probeBytes = 0;
-  let probeCpu = 0;
+  const backend = bundle.backend ?? 'iptables';
+  let earlier = { bytes: 0, cpu: 0 };
+  let session = runSession(cell, cfg, remoteCommand(), null, opts.timeoutMs);
+  hooks.onSession?.(session);
+  const report = (r: SessionResult) => ({ name: cell.name, host: cell.host, segment: cell.segment, bytesSent: earlier.bytes + r.bytesSent,
+    compressed: opts.compress, durationMs: Date.now() - t0, cellCpuMs: earlier.cpu + parseCellCpu(r.stdout) });
   if (mode === 'apply' && opts.fastPath !== false) {
-    const session = runSession(cell, cfg, remoteCommand(opts.compress), probeStream(opts.compress), opts.timeoutMs);
-    hooks.onSession?.(session);
-    const p = await session.result;
-    probeBytes = p.bytesSent;
-    probeCpu = parseCellCpu(p.stdout);
-    const base = { name: cell.name, host: cell.host, segment: cell.segment, bytesSent: probeBytes, compressed: opts.compress, durationMs: Date.now() - t0, cellCpuMs: probeCpu };
-    const line = p.stdout.split('\n').find((l) => l.startsWith(`${PROBE} `));
-    if (!line) {
-      // ssh itself failed (host key, refused, timeout): the full session would fail the same way
-      if (p.timedOut) return { ...base, outcome: 'failed', reason: `timed out after ${Math.round(opts.timeoutMs / 1000)}s` };
-      if (p.code === 255) return { ...base, outcome: 'failed', reason: sshFailureReason(p.stderr, p.code) };
-      // otherwise (e.g. an odd shell on the cell) the full apply decides
-    } else {
+    session.write(`${GO.probe} ${backend}\n`);
+    const line = await session.waitLine((l) => l.startsWith(`${PROBE} `));
+    if (line) {
       const [, recBundle, recQuick, liveQuick] = line.split(' ');
       if (recBundle === bundle.hash && recQuick !== 'none' && recQuick === liveQuick) {
-        return { ...base, outcome: 'unchanged', reason: 'already up to date (record and live fingerprint match), bundle not sent', fastPath: true };
+        session.end();
+        const r = await session.result;
+        return { ...report(r), outcome: 'unchanged', reason: 'already up to date (record and live fingerprint match), bundle not sent', fastPath: true };
       }
+    } else {
+      const p = await session.result;
+      // ssh itself failed (host key, refused, timeout): a second session would fail the same way
+      if (p.timedOut) return { ...report(p), outcome: 'failed', reason: `timed out after ${Math.round(opts.timeoutMs / 1000)}s` };
+      if (p.code === 255) return { ...report(p), outcome: 'failed', reason: sshFailureReason(p.stderr, p.code) };
+      // otherwise (an odd shell on the cell) a second session without the probe: the full apply decides
+      earlier = { bytes: p.bytesSent, cpu: parseCellCpu(p.stdout) };
+      session = runSession(cell, cfg, remoteCommand(), null, Math.max(1, opts.timeoutMs - (Date.now() - t0)));
+      hooks.onSession?.(session);
     }
   }
-  const remaining = Math.max(1, opts.timeoutMs - (Date.now() - t0));
-  const session = runSession(cell, cfg, remoteCommand(opts.compress), applyStream(bundle, mode, opts.compress), remaining);
-  hooks.onSession?.(session);
+  session.write(`${opts.compress ? GO.gz : GO.raw}\n`);
+  session.write(applyStream(bundle, mode, opts.compress));
+  session.end();
   const r = await session.result;
-  const base = { name: cell.name, host: cell.host, segment: cell.segment, bytesSent: probeBytes + r.bytesSent, compressed: opts.compress,
-    durationMs: Date.now() - t0, cellCpuMs: probeCpu + parseCellCpu(r.stdout) };
+  const base = report(r);
   const resultLine = r.stdout.split('\n').filter((l) => l.startsWith(`${RESULT} `)).pop();
   if (!resultLine) {
     let reason: string;
@@ -253,8 +276,16 @@ class Progress {
 export async function push(opts: PushOptions, io: PushIo): Promise<{ report: PushReport; exitCode: number }> {
   const t0 = Date.now();
   if (!Number.isInteger(opts.canaries) || opts.canaries < 0) throw new CellwallError(`--canaries: expected a whole number >= 0, got ${opts.canaries}`);
-  const { segments, instanceGroups } = await policySegments(opts.policyFile);
-  let inv = resolveSegments(loadInventory(opts.inventoryFile), segments, instanceGroups);
+  const loaded = loadInventory(opts.inventoryFile);
+  let inv: Inventory;
+  if (opts.bundlesDir) {
+    // precompiled: the policy is not loaded (only its segments' instance groups are read, for a bosh inventory)
+    const groups = loaded.kind === 'bosh' ? rawSegments(opts.policyFile).instanceGroups : new Map<string, string>();
+    inv = resolveSegments(loaded, bundleSegments(opts.bundlesDir), groups, `a bundle in ${opts.bundlesDir}`);
+  } else {
+    const { segments, instanceGroups } = await policySegments(opts.policyFile);
+    inv = resolveSegments(loaded, segments, instanceGroups);
+  }
   inv = withDefaults(inv, { user: opts.user, identityFile: opts.identityFile, knownHosts: opts.knownHosts, proxyJump: opts.proxyJump, port: opts.port });
   if (inv.cells.length === 0) throw new CellwallError(`${opts.inventoryFile}: no cells to push to`);
   const maxInFlight = parseMaxInFlight(opts.maxInFlight, inv.cells.length);
@@ -262,10 +293,10 @@ export async function push(opts: PushOptions, io: PushIo): Promise<{ report: Pus
   const used = [...new Set(inv.cells.map((c) => c.segment))];
   const bundles = new Map<string, Bundle>();
   for (const s of used) {
-    bundles.set(s, opts.bundlesDir ? readBundleDir(join(opts.bundlesDir, s), s) : await compileBundle(opts.policyFile, s, opts.backend));
+    bundles.set(s, opts.bundlesDir ? readBundleDir(join(opts.bundlesDir, s), s, opts.backend) : await compileBundle(opts.policyFile, s, opts.backend));
   }
 
-  const cfg: SshConfig = { acceptNewHostKeys: opts.acceptNewHostKeys, connectTimeoutSec: opts.connectTimeoutSec, controlDir: makeControlDir() };
+  const cfg: SshConfig = { acceptNewHostKeys: opts.acceptNewHostKeys, connectTimeoutSec: opts.connectTimeoutSec };
   const progress = new Progress(io.stderr, inv.cells.length, false);
   const reports = new Map<string, CellReport>();
   let stopReason = '';
@@ -310,7 +341,6 @@ export async function push(opts: PushOptions, io: PushIo): Promise<{ report: Pus
   } finally {
     off?.();
     progress.stop();
-    await closeMasters(inv.cells.filter((c) => reports.has(c.name)), cfg);
   }
 
   const cells: CellReport[] = inv.cells.map((c) => reports.get(c.name) ?? {

@@ -1,7 +1,7 @@
 /**
  * The stream sent to a cell's `sh -s` over ssh stdin.
  *
- * The remote command line is a constant (REMOTE_COMMAND); all data travels on
+ * The remote command line is a constant (remoteCommand); all data travels on
  * stdin. The stream is one POSIX sh brace group: the shell parses the whole
  * group before running any of it, so a stream cut short (connection killed
  * mid-transfer) is a syntax error and changes nothing. Bundle files are
@@ -30,11 +30,23 @@
 import { randomBytes } from 'node:crypto';
 import type { Bundle } from './bundle.js';
 
-/** Constant remote command: decompress if asked (the only variation), become root, run the stream. */
-export function remoteCommand(compressed: boolean): string {
-  const sh = 'if [ "$(id -u)" -eq 0 ]; then exec sh -s; else exec sudo -n sh -s; fi';
-  return compressed ? `gzip -dc | { ${sh}; }` : sh;
+/**
+ * Constant remote command: become root and run the bootstrap (BOOT, constant
+ * text). The bootstrap reads one word per line from stdin with the shell's
+ * `read` (byte by byte, so nothing after the line is consumed):
+ *   `probe`  print the fast-path probe (record + cheap fingerprint), then read the next word;
+ *   `gz`     the rest of stdin is the gzipped apply/plan stream: `gzip -dc | sh -s`;
+ *   `raw`    the rest of stdin is the stream as is: `sh -s`;
+ *   end of input (or anything else): exit, nothing done.
+ * So one ssh session per cell does probe, transfer and apply: the operator
+ * reads the probe line, then either ends stdin or sends the stream.
+ */
+export function remoteCommand(): string {
+  return `cw_boot=${shq(BOOT)}; if [ "$(id -u)" -eq 0 ]; then exec sh -c "$cw_boot"; else exec sudo -n sh -c "$cw_boot"; fi`;
 }
+
+/** The words the operator writes to the bootstrap, one per line (`probe` takes the backend as an argument). */
+export const GO = { probe: 'probe', gz: 'gz', raw: 'raw' } as const;
 
 /** single-quote for sh */
 export function shq(s: string): string {
@@ -49,7 +61,7 @@ function heredoc(path: string, content: string): string {
   return `cat > "$d/${path}" <<'${delim}'\n${body}${delim}\n`;
 }
 
-export type ScriptMode = 'apply' | 'plan' | 'probe';
+export type ScriptMode = 'apply' | 'plan';
 
 /** Marker lines the script prints on stdout. */
 export const RESULT = 'CW-RESULT';
@@ -59,23 +71,6 @@ export const PHASE = 'CW-PHASE';
 export const PROBE = 'CW-PROBE';
 /** `CW-CPU <shell user> <shell sys> <children user> <children sys>` (sh \`times\`) */
 export const CPU = 'CW-CPU';
-
-/**
- * The fast-path probe: constant text (no bundle, no policy value), a few hundred
- * bytes. It prints the cell's applied record and a cheap live fingerprint:
- * the CW- part of `iptables-save -t filter` per family, plus name, type and entry
- * count of every cw- set (`ipset list -t`, not the entries themselves; dynamic
- * cw-d-* member sets excluded). Reads only; takes no lock.
- */
-export function buildProbe(): string {
-  return `{
-cw_mode=probe
-cw_bundle=
-${COMMON}
-cw_main
-}
-`;
-}
 
 export function buildScript(mode: ScriptMode, bundle: Bundle): string {
   const files = mode === 'apply'
@@ -92,8 +87,8 @@ ${files}cw_main
 }
 
 // The library is constant text: no value from a policy or an inventory is
-// ever spliced into it. It is split: COMMON is all the probe needs (it is sent to every
-// cell, unchanged ones too), APPLY the rest. Both are constant text.
+// ever spliced into it. COMMON is what the bootstrap needs (the probe) and is
+// also the head of every stream (a fresh `sh -s` needs its functions); APPLY the rest.
 const COMMON = String.raw`
 set -u
 umask 077
@@ -106,8 +101,6 @@ d=
 # dynamic member sets cw-d-* are never compared, replaced or destroyed
 cw_setre='^cw(-|[46][a-z]*-)'
 
-cw_result() { printf '%s %s\n' CW-RESULT "$*"; }
-cw_phase() { printf '%s %s\n' CW-PHASE "$*"; }
 cw_hash() {
   if command -v sha256sum >/dev/null 2>&1; then sha256sum | cut -d' ' -f1; else cksum | tr ' ' '-'; fi
 }
@@ -115,20 +108,67 @@ cw_have6() { command -v ip6tables-restore >/dev/null 2>&1 && [ -e /proc/net/if_i
 
 # CW- part of the filter table as iptables-save prints it: chain names
 # (without policy/counters), CW- rules, FORWARD jumps into CW- chains.
-cw_cwpart() {
-  "$1-save" -t filter 2>/dev/null | awk '
+cw_cwfilter() {
+  awk '
     /^:CW-/ { print $1; next }
     /^-A CW-/ { print; next }
     /^-A FORWARD / && / -j CW-/ { print; next }'
 }
-cw_sets() {
-  ipset save 2>/dev/null | awk -v re="$cw_setre" '($1 == "create" || $1 == "add") && $2 ~ re && $2 !~ /^cw-d-/' | sort
-}
+cw_cwpart() { "$1-save" -t filter 2>/dev/null | cw_cwfilter; }
 cw_chains() {
   echo v4; cw_cwpart iptables
   echo v6; if cw_have6; then cw_cwpart ip6tables; fi
 }
-cw_live() { cw_chains; echo sets; cw_sets; }
+# per cellwall set (not cw-d-*): name, type and entry count (ipset list -t: headers only)
+cw_setcounts() {
+  ipset list -t 2>/dev/null | awk -v re="$cw_setre" '
+    /^Name: / { n = $2; next }
+    /^Type: / { t = $2; next }
+    /^Number of entries: / { if (n ~ re && n !~ /^cw-d-/) print n, t, $4 }' | sort
+}
+# cheap fingerprint: the CW- chains part and the cellwall sets' counts
+cw_quick() { { cw_chains; echo sets; cw_setcounts; } | cw_hash; }
+# nft: table inet cellwall without set elements (-t) and without counter values
+cw_nftquick() { nft -t list table inet cellwall 2>/dev/null | sed -e 's/counter packets [0-9]* bytes [0-9]*/counter/' | cw_hash; }
+# CPU seconds of this shell and its children; \`times\` must run in this shell (not a subshell): two lines follow the marker
+cw_cpu() { printf '%s ' CW-CPU; times; }
+
+cw_recorded() {
+  cw_rec_bundle= cw_rec_live= cw_rec_quick=
+  if [ -r "$cw_state/fleet-applied" ]; then
+    { read -r cw_rec_bundle; read -r cw_rec_live; read -r cw_rec_quick; } < "$cw_state/fleet-applied" || true
+  fi
+}
+cw_probe() { # $1 = iptables | nft
+  cw_recorded
+  if [ "$1" = nft ]; then cw_q=$(cw_nftquick); else cw_q=$(cw_quick); fi
+  printf '%s %s %s %s\n' CW-PROBE "${'$'}{cw_rec_bundle:-none}" "${'$'}{cw_rec_quick:-none}" "$cw_q"
+}
+`;
+
+/** Without comment lines and indentation: the bootstrap travels in the command line of every session. */
+function compact(sh: string): string {
+  return sh.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')).join('\n');
+}
+
+/** The bootstrap of the remote command (see remoteCommand). */
+const BOOT = `${compact(COMMON)}
+while read -r cw_go cw_arg; do
+  case "$cw_go" in
+    probe) cw_probe "${'$'}{cw_arg:-iptables}"; cw_cpu ;;
+    gz) gzip -dc | sh -s; exit ;;
+    raw) exec sh -s ;;
+    *) exit 0 ;;
+  esac
+done
+`;
+
+const APPLY = String.raw`
+cw_result() { printf '%s %s\n' CW-RESULT "$*"; }
+cw_phase() { printf '%s %s\n' CW-PHASE "$*"; }
+cw_sets() {
+  ipset save 2>/dev/null | awk -v re="$cw_setre" '($1 == "create" || $1 == "add") && $2 ~ re && $2 !~ /^cw-d-/' | sort
+}
 # the bundle's static sets that exist on the cell, as ipset save prints them
 # (only those: an older policy's sets are never dumped)
 cw_bundle_sets_live() { # $1 = bundle ipset.restore, $2 = live set names
@@ -143,50 +183,33 @@ cw_setdiff() { # $1 = bundle ipset.restore, $2 = live set names
     $1 == "create" && $2 ~ re && $2 !~ /^cw-d-/ { want[$2] = 1 }
     END { for (s in want) if (!(s in live)) print "missing " s; for (s in live) if (!(s in want)) print "extra " s }' "$1"
 }
-# cheap fingerprint: like cw_live, but per set only name, type and entry count
-cw_quick() {
-  {
-    echo v4; cw_cwpart iptables
-    echo v6; if cw_have6; then cw_cwpart ip6tables; fi
-    echo sets
-    ipset list -t 2>/dev/null | awk -v re="$cw_setre" '
-      /^Name: / { n = $2; next }
-      /^Type: / { t = $2; next }
-      /^Number of entries: / { if (n ~ re && n !~ /^cw-d-/) print n, t, $4 }' | sort
-  } | cw_hash
-}
-# CPU seconds of this shell and its children; \`times\` must run in this shell (not a subshell): two lines follow the marker
-cw_cpu() { printf '%s ' CW-CPU; times; }
-
-cw_recorded() {
-  cw_rec_bundle= cw_rec_live= cw_rec_quick=
-  if [ -r "$cw_state/fleet-applied" ]; then
-    { read -r cw_rec_bundle; read -r cw_rec_live; read -r cw_rec_quick; } < "$cw_state/fleet-applied" || true
-  fi
-}
-# record: bundle hash, "c:" + hash of the CW- chains part, cheap live fingerprint.
+# the CW- chains part (as cw_chains prints it) from the files $1.iptables and $1.ip6tables
+cw_chains_of() { echo v4; cat "$1.iptables"; echo v6; cat "$1.ip6tables"; }
+# record: bundle hash, "c:" + hash of the CW- chains part, cheap live fingerprint (cw_quick),
+# from the CW- part read into $1.iptables / $1.ip6tables (no second read).
 # Set contents are not recorded: the full comparison checks them against the bundle.
-cw_record() { # $1 = "c:" chains hash
-  { printf '%s\n' "$cw_bundle" "$1"; cw_quick; } > "$cw_state/fleet-applied.new" &&
-    mv "$cw_state/fleet-applied.new" "$cw_state/fleet-applied"
+cw_record() { # $1 = file prefix
+  { printf '%s\n' "$cw_bundle" "c:$(cw_chains_of "$1" | cw_hash)"; { cw_chains_of "$1"; echo sets; cw_setcounts; } | cw_hash; } \
+    > "$cw_state/fleet-applied.new" && mv "$cw_state/fleet-applied.new" "$cw_state/fleet-applied"
 }
-
-cw_probe() {
-  cw_recorded
-  printf '%s %s %s %s\n' CW-PROBE "${'$'}{cw_rec_bundle:-none}" "${'$'}{cw_rec_quick:-none}" "$(cw_quick)"
+# the CW- part of both families into $1.iptables / $1.ip6tables (empty when the cell has no IPv6);
+# fails when iptables-save fails
+cw_read_cw() { # $1 = file prefix
+  iptables-save -t filter > "$1.full" 2>>"$d/err" || return 1
+  cw_cwfilter < "$1.full" > "$1.iptables"
+  : > "$1.ip6tables"
+  if cw_have6; then ip6tables-save -t filter > "$1.full" 2>>"$d/err" || return 1; cw_cwfilter < "$1.full" > "$1.ip6tables"; fi
+  rm -f "$1.full"
 }
 
 cw_main() {
   case "$cw_mode" in
     apply) cw_apply ;;
     plan) cw_plan ;;
-    probe) cw_probe ;;
   esac
   cw_cpu
 }
-`;
 
-const APPLY = String.raw`
 cw_setup() {
   trap '' HUP PIPE
   if [ "$cw_mode" = apply ]; then
@@ -316,6 +339,7 @@ cw_rollback() { # $1 = reason
   cw_phase rolling back
   for f in iptables ip6tables; do
     [ -f "$d/snap.$f" ] || continue
+    if [ "$f" = ip6tables ] && ! cw_have6; then continue; fi
     cw_cwpart "$f" > "$d/cur.$f"
     cw_rollback_payload "$d/snap.$f" "$d/cur.$f" > "$d/rb.$f"
     "$f-restore" -w --noflush < "$d/rb.$f" 2>>"$d/err" || cw_rb_failed=1
@@ -346,8 +370,11 @@ cw_apply() {
     return
   fi
   cw_lock || { cw_result failed cannot take the lock in "$cw_state"; exit 1; }
-  # full comparison: recorded bundle and chains, and every set of the bundle as the bundle says
-  cw_now="c:$(cw_chains | cw_hash)"
+  # full comparison: recorded bundle and chains, and every set of the bundle as the bundle says.
+  # The CW- part read here is also the snapshot and the base of the payload (iptables is read
+  # twice per family in all: now and after the restore)
+  cw_read_cw "$d/snap" || { cw_result failed "iptables-save: $(cw_err)"; cw_unlock; exit 1; }
+  cw_now="c:$(cw_chains_of "$d/snap" | cw_hash)"
   ipset list -n > "$d/sets.before" 2>>"$d/err" || { cw_result failed "ipset: $(cw_err)"; cw_unlock; exit 1; }
   cw_bundle_sets_live "$d/ipset.restore" "$d/sets.before" > "$d/live.sets"
   cw_drifted "$d/ipset.restore" "$d/live.sets" "$d/sets.before" > "$d/sets.drifted"
@@ -355,15 +382,11 @@ cw_apply() {
   cw_recorded
   if [ "$cw_rec_bundle" = "$cw_bundle" ] && [ "$cw_rec_live" = "$cw_now" ] && [ ! -s "$d/sets.drifted" ] && [ ! -s "$d/sets.diff" ]; then
     # a record from before the fingerprint existed gains it (no firewall write)
-    if [ -z "$cw_rec_quick" ]; then cw_record "$cw_now"; fi
+    if [ -z "$cw_rec_quick" ]; then cw_record "$d/snap"; fi
     cw_result unchanged; cw_unlock; return
   fi
   cw_phase applying
-  # snapshot
-  iptables-save -t filter > "$d/full.iptables" 2>>"$d/err" || { cw_result failed "iptables-save: $(cw_err)"; cw_unlock; exit 1; }
-  cw_cwpart iptables > "$d/snap.iptables"
-  if cw_have6; then cw_cwpart ip6tables > "$d/snap.ip6tables"; fi
-  # the only existing sets this run changes are the bundle's (drift rebuilt by swap)
+  # the snapshot of the chains is $d/snap.*; the only existing sets this run changes are the bundle's (drift rebuilt by swap)
   cp "$d/live.sets" "$d/snap.sets"
   # sets: only those that do not exist yet (content-addressed names)
   awk -v before="$d/sets.before" 'BEGIN { while ((getline l < before) > 0) have[l] = 1 }
@@ -379,31 +402,31 @@ cw_apply() {
     if [ "$f" = iptables ]; then b="$d/iptables.v4"; else b="$d/iptables.v6"; fi
     grep -q '^\*filter' "$b" 2>/dev/null || continue
     if [ "$f" = ip6tables ] && ! cw_have6; then cw_rollback "the bundle has IPv6 rules but the cell has no ip6tables/IPv6"; fi
-    cw_cwpart "$f" > "$d/cur.$f"
-    cw_payload "$f" "$b" "$d/cur.$f" > "$d/payload.$f"
+    cw_payload "$f" "$b" "$d/snap.$f" > "$d/payload.$f"
     "$f-restore" -w --noflush < "$d/payload.$f" 2>>"$d/err" || cw_rollback "$f-restore refused the payload: $(cw_err)"
   done
-  # verify
+  # verify (read back once: the same read gives the record)
+  cw_read_cw "$d/new" || cw_rollback "iptables-save: $(cw_err)"
   for f in iptables ip6tables; do
     if [ "$f" = iptables ]; then b="$d/iptables.v4"; else b="$d/iptables.v6"; fi
     grep -q '^\*filter' "$b" 2>/dev/null || continue
-    cw_cwpart "$f" > "$d/cur.$f"
-    cw_verify "$b" "$d/cur.$f" > "$d/verify" 2>&1 || cw_rollback "verification failed: $(tr '\n' ' ' < "$d/verify")"
+    cw_verify "$b" "$d/new.$f" > "$d/verify" 2>&1 || cw_rollback "verification failed: $(tr '\n' ' ' < "$d/verify")"
   done
   # destroy unreferenced cellwall sets (never cw-d-*): the kernel refuses sets in use
-  awk '$1 == "create" { print $2 }' "$d/ipset.restore" > "$d/sets.bundle"
-  ipset list -n 2>/dev/null | while read -r s; do
-    case "$s" in cw-d-*) ;; cw-*|cw[46]*-*) grep -qxF -- "$s" "$d/sets.bundle" || ipset destroy "$s" 2>/dev/null ;; esac
-  done
-  cw_record "c:$(cw_chains | cw_hash)"
+  ipset list -n 2>/dev/null | awk -v b="$d/ipset.restore" -v re="$cw_setre" '
+    BEGIN { while ((getline l < b) > 0) { split(l, w, " "); if (w[1] == "create") keep[w[2]] = 1 } }
+    $0 ~ re && $0 !~ /^cw-d-/ && !($0 in keep)' |
+  while read -r s; do ipset destroy "$s" 2>/dev/null; done
+  cw_record "$d/new"
   cw_result changed
   cw_unlock
 }
 
 cw_plan() {
   echo "CW-SECTION live"
-  cw_live
-  cw_now="c:$(cw_chains | cw_hash)"
+  cw_c=$(cw_chains)
+  printf '%s\n' "$cw_c"; echo sets; cw_sets
+  cw_now="c:$(printf '%s\n' "$cw_c" | cw_hash)"
   cw_recorded
   echo "CW-SECTION end"
   if [ -x "$cw_job" ]; then echo "CW-SECTION job"; fi
@@ -415,3 +438,4 @@ cw_plan() {
 `;
 
 const LIB = COMMON + APPLY;
+

@@ -3,14 +3,12 @@
  * agent, known_hosts and ProxyJump work unchanged.
  *
  * Host keys are always verified (StrictHostKeyChecking=yes, or accept-new when
- * asked); BatchMode=yes (never prompts); connections are multiplexed through a
- * ControlMaster socket in a private temp dir; every session has a hard timeout.
- * The remote command is a constant string; data goes on stdin only.
+ * asked); BatchMode=yes (never prompts); every session has a hard timeout.
+ * The remote command is a constant string; data goes on stdin only. One
+ * session per cell does probe, transfer and apply, so no ControlMaster is set
+ * up (the operator's own ssh config still applies).
  */
-import { spawn, execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import type { Cell } from './inventory.js';
 
 export interface SshConfig {
@@ -18,13 +16,6 @@ export interface SshConfig {
   connectTimeoutSec: number;
   /** ssh binary (tests may point elsewhere) */
   ssh?: string;
-  /** directory for ControlMaster sockets (private, 0700) */
-  controlDir: string;
-}
-
-export function makeControlDir(): string {
-  // short path: unix socket paths are limited to ~104 bytes (macOS tmpdir() is long)
-  return mkdtempSync(join(existsSync('/tmp') ? '/tmp' : tmpdir(), 'cwssh-'));
 }
 
 export function sshArgs(cell: Cell, cfg: SshConfig, command: string): string[] {
@@ -35,9 +26,6 @@ export function sshArgs(cell: Cell, cfg: SshConfig, command: string): string[] {
     '-o', `ConnectTimeout=${cfg.connectTimeoutSec}`,
     '-o', 'ServerAliveInterval=5',
     '-o', 'ServerAliveCountMax=3',
-    '-o', 'ControlMaster=auto',
-    '-o', `ControlPath=${cfg.controlDir}/%C`,
-    '-o', 'ControlPersist=30',
     '-o', 'LogLevel=ERROR',
   ];
   if (cell.knownHosts) a.push('-o', `UserKnownHostsFile="${cell.knownHosts}"`);
@@ -55,6 +43,7 @@ export interface SessionResult {
   stdout: string;
   stderr: string;
   timedOut: boolean;
+  /** the remote command line and everything written to stdin */
   bytesSent: number;
 }
 
@@ -62,17 +51,23 @@ export interface Session {
   result: Promise<SessionResult>;
   /** lines of stdout as they arrive */
   onLine(fn: (line: string) => void): void;
+  /** the first stdout line that passes `test`, or null when the session ends without one */
+  waitLine(test: (line: string) => boolean): Promise<string | null>;
+  write(data: Buffer | string): void;
+  /** end stdin */
+  end(): void;
   kill(signal?: NodeJS.Signals): void;
 }
 
-/** Run the constant command on a cell, streaming `input` to its stdin. */
-export function runSession(cell: Cell, cfg: SshConfig, command: string, input: Buffer, timeoutMs: number): Session {
+/** Run the constant command on a cell; stdin stays open for write()/end() (or is `input`, then closed). */
+export function runSession(cell: Cell, cfg: SshConfig, command: string, input: Buffer | null, timeoutMs: number): Session {
   const child = spawn(cfg.ssh ?? 'ssh', sshArgs(cell, cfg, command), { stdio: ['pipe', 'pipe', 'pipe'] });
   const listeners: ((l: string) => void)[] = [];
   let out = '';
   let err = '';
   let partial = '';
   let timedOut = false;
+  let sent = Buffer.byteLength(command);
   child.stdout.setEncoding('utf8');
   child.stderr.setEncoding('utf8');
   child.stdout.on('data', (s: string) => {
@@ -87,30 +82,29 @@ export function runSession(cell: Cell, cfg: SshConfig, command: string, input: B
   });
   child.stderr.on('data', (s: string) => { if (err.length < 65536) err += s; });
   child.stdin.on('error', () => { /* remote closed early: the exit status tells */ });
-  child.stdin.end(input);
+  const write = (data: Buffer | string) => { sent += Buffer.byteLength(data); child.stdin.write(data); };
+  if (input) { write(input); child.stdin.end(); }
   const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, timeoutMs);
   const result = new Promise<SessionResult>((resolve) => {
     child.on('error', (e) => { err += String(e.message); });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, signal, stdout: out, stderr: err, timedOut, bytesSent: input.length });
+      resolve({ code, signal, stdout: out, stderr: err, timedOut, bytesSent: sent });
     });
   });
   return {
     result,
     onLine: (fn) => { listeners.push(fn); },
+    waitLine: (test) => new Promise((resolve) => {
+      const seen = out.split('\n').slice(0, -1).find(test);
+      if (seen !== undefined) return resolve(seen);
+      listeners.push((l) => { if (test(l)) resolve(l); });
+      void result.then(() => resolve(null));
+    }),
+    write,
+    end: () => { child.stdin.end(); },
     kill: (sig = 'SIGKILL') => { child.kill(sig); },
   };
-}
-
-/** Close the multiplexed master connections and remove the socket dir. */
-export async function closeMasters(cells: Cell[], cfg: SshConfig): Promise<void> {
-  await Promise.all(cells.map((c) => new Promise<void>((resolve) => {
-    const args = sshArgs(c, cfg, '').slice(0, -1);
-    args.splice(args.indexOf('--'), 0, '-O', 'exit');
-    execFile(cfg.ssh ?? 'ssh', args, { timeout: 5000 }, () => resolve());
-  })));
-  rmSync(cfg.controlDir, { recursive: true, force: true });
 }
 
 /** A short reason from ssh's stderr (host key refused, connection refused, ...). */

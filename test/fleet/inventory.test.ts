@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseInventory, resolveSegments } from '../../src/fleet/inventory.js';
 import { sshArgs } from '../../src/fleet/ssh.js';
-import { buildProbe, buildScript, remoteCommand, shq } from '../../src/fleet/script.js';
+import { buildScript, remoteCommand, shq } from '../../src/fleet/script.js';
 import { bundleHash } from '../../src/fleet/bundle.js';
 import { applyStream, parseCellCpu, parseMaxInFlight } from '../../src/fleet/push.js';
 import { bundlePart } from '../../src/fleet/plan.js';
@@ -86,16 +86,21 @@ describe('transport and stream', () => {
   const cell = parseInventory(INV, 'inv.yml').cells[1];
 
   it('verifies host keys, never prompts, ends options before the host', () => {
-    const a = sshArgs(cell, { acceptNewHostKeys: false, connectTimeoutSec: 7, controlDir: '/tmp/cw' }, 'CMD');
+    const a = sshArgs(cell, { acceptNewHostKeys: false, connectTimeoutSec: 7 }, 'CMD');
     const opts = a.filter((_, i) => a[i - 1] === '-o');
     expect(opts).toEqual(expect.arrayContaining(['BatchMode=yes', 'StrictHostKeyChecking=yes', 'ConnectTimeout=7',
-      'ControlMaster=auto', 'ControlPath=/tmp/cw/%C', 'UserKnownHostsFile="/etc/cw/known_hosts"']));
+      'UserKnownHostsFile="/etc/cw/known_hosts"']));
+    // one session per cell: no ControlMaster of ours (the operator's ssh config still applies)
+    expect(opts.filter((o) => o.startsWith('Control'))).toEqual([]);
     expect(a.slice(-3)).toEqual(['--', '10.0.16.12', 'CMD']);
-    expect(sshArgs(cell, { acceptNewHostKeys: true, connectTimeoutSec: 7, controlDir: '/tmp/cw' }, 'C')).toContain('StrictHostKeyChecking=accept-new');
+    expect(sshArgs(cell, { acceptNewHostKeys: true, connectTimeoutSec: 7 }, 'C')).toContain('StrictHostKeyChecking=accept-new');
   });
 
   it('keeps the remote command constant and carries data in quoted here-documents', () => {
-    expect(remoteCommand(true)).toBe('gzip -dc | { if [ "$(id -u)" -eq 0 ]; then exec sh -s; else exec sudo -n sh -s; fi; }');
+    // constant: the bootstrap is the same text for every cell and policy
+    expect(remoteCommand()).toBe(remoteCommand());
+    expect(remoteCommand()).toMatch(/^cw_boot='[^]*'; if \[ "\$\(id -u\)" -eq 0 \]; then exec sh -c "\$cw_boot"; else exec sudo -n sh -c "\$cw_boot"; fi$/);
+    expect(remoteCommand()).toMatch(/gz\) gzip -dc \| sh -s; exit ;;/);
     const evil = '$(touch /tmp/x) `id` \'q\'\nCW_EOF_x\n';
     const files = { 'ipset.restore': evil, 'iptables.v4': '*filter\nCOMMIT\n', 'iptables.v6': '' };
     const s = buildScript('apply', { segment: 's', files, hash: bundleHash(files) });
@@ -114,10 +119,9 @@ describe('transport and stream', () => {
     expect(applyStream(b, 'apply', true)).toBe(gz);
     expect(applyStream(b, 'apply', false).length).toBeGreaterThan(gz.length);
     expect(applyStream({ ...b }, 'apply', true)).not.toBe(gz);
-    const probe = buildProbe();
-    expect(probe).toBe(buildProbe());
-    expect(probe).toMatch(/^cw_mode=probe$/m);
-    expect(probe).not.toMatch(/CW_EOF_|cw4n-abc/);
+    // the probe is part of the constant bootstrap
+    expect(remoteCommand()).toMatch(/probe\) cw_probe/);
+    expect(remoteCommand()).not.toMatch(/CW_EOF_|cw4n-abc/);
     // the compiler's set names count as cellwall's in the dry-run view too
     expect(bundlePart(b).sets).toEqual(['create cw4n-abc hash:net family inet', 'add cw4n-abc 10.0.0.0/8 -exist']);
   });
@@ -126,6 +130,8 @@ describe('transport and stream', () => {
     expect(parseCellCpu('CW-RESULT changed\nCW-CPU 0m0.020000s 0m0.010000s\n0m0.860000s 0m1.260000s\n')).toBe(2150);
     expect(parseCellCpu('CW-CPU 0m0.001s 0m0.000s\n1m2.5s 0m0.5s\n')).toBe(63001);
     expect(parseCellCpu('no marker')).toBe(0);
+    // the probe (bootstrap shell) and the stream's shell each print one: both count
+    expect(parseCellCpu('CW-PROBE a b c\nCW-CPU 0m0.010s 0m0.000s\n0m0.000s 0m0.000s\nCW-RESULT changed\nCW-CPU 0m0.020s 0m0.000s\n0m1.000s 0m0.000s\n')).toBe(1030);
   });
 
   it('parses --max-in-flight as a number or a percentage', () => {
