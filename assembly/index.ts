@@ -9,7 +9,7 @@ import * as lookup from './lookup';
 export { reset, alloc, accBegin } from './mem';
 export { parseLines, parseEntries } from './parse';
 export { normalize4, normalize6, op4, op6 } from './sets';
-export { renderSet, reduceSet, coverSet } from './render';
+export { renderSet, renderLines, reduceSet, coverSet } from './render';
 export { lookupFromRanges, lookupFromSet, lookupText, lookupU32 } from './lookup';
 
 export function okCount(): u32 { return parse.okCount; }

@@ -82,15 +82,20 @@ export let coverCount: u64 = 0;
   return 128;
 }
 
+// text written before and after each CIDR (renderLines): e.g. "add SET " and " -exist"
+let linePre: usize = 0, linePreLen: usize = 0, lineSuf: usize = 0, lineSufLen: usize = 0;
+
 function emit(fam: i32, hi: u64, lo: u64, p: i32): void {
   coverCount++;
   if (coverMode == MODE_TEXT) {
+    if (linePreLen) { memory.copy(outReserve(linePreLen), linePre, linePreLen); outAdvance(linePreLen); }
     if (fam == 4) renderAddr4(<u32>lo); else renderAddr6(hi, lo);
     const W = fam == 4 ? 32 : 128;
     if (!((textFlags & F_BARE) && p == W)) {
       store<u8>(outReserve(1), 47); outAdvance(1);
       renderDec2(<u32>p);
     }
+    if (lineSufLen) { memory.copy(outReserve(lineSufLen), lineSuf, lineSufLen); outAdvance(lineSufLen); }
     store<u8>(outReserve(1), 10); outAdvance(1);
   } else if (coverMode == MODE_COUNT) {
     const c = counts + (<usize>p << 3);
@@ -155,6 +160,14 @@ export function coverSet(fam: i32, p: usize, n: usize, mode: i32, flags: u32): u
 export function renderSet(fam: i32, p: usize, n: usize, flags: u32): u64 {
   useEnabled = false;
   return coverSet(fam, p, n, MODE_TEXT, flags);
+}
+
+/** renderSet with `pre` before and `suf` after every CIDR (one payload line per CIDR, e.g. ipset `add` lines). */
+export function renderLines(fam: i32, p: usize, n: usize, flags: u32, pre: usize, preLen: usize, suf: usize, sufLen: usize): u64 {
+  linePre = pre; linePreLen = preLen; lineSuf = suf; lineSufLen = sufLen;
+  const c = renderSet(fam, p, n, flags);
+  linePreLen = 0; lineSufLen = 0;
+  return c;
 }
 
 /** Block records (hi, lo, prefix | id << 8) for the lookup; id = base + the block's index in cover order. */

@@ -78,9 +78,20 @@ export class AddrSet {
     const text = dec.decode(renderText(this, { family }));
     return text === '' ? [] : text.slice(0, -1).split('\n');
   }
-  /** toCidrs() as one string, each CIDR followed by '\n' ('' when empty): no per-CIDR strings for bulk output */
-  cidrText(family?: Family): string {
-    return dec.decode(renderText(this, { family }));
+  /**
+   * One line per CIDR of the family's minimal cover, `${prefix}${cidr}${suffix}\n`,
+   * rendered inside WASM (payloads with millions of set entries). prefix and
+   * suffix must be ASCII.
+   */
+  cidrLines(family: Family, prefix: string, suffix: string): string {
+    const w = wasm();
+    w.reset();
+    w.accBegin();
+    const pre = put(w, latin1(prefix)), suf = put(w, latin1(suffix));
+    const [p, n] = putRanges(w, this, family);
+    if (n === 0) return '';
+    w.renderLines(family, p, n, 0, pre, prefix.length, suf, suffix.length);
+    return Buffer.from(w.memory.buffer, w.outPtr(), w.outLen()).toString('latin1');
   }
   /** number of CIDRs toCidrs() would return, per family */
   cidrCount(family: Family): number {
@@ -118,6 +129,11 @@ export class AddrSet {
     }
     return t;
   }
+}
+
+function latin1(s: string): Buffer {
+  if (!/^[\x20-\x7e]*$/.test(s)) throw new Error(`core: line text must be printable ASCII: ${JSON.stringify(s)}`);
+  return Buffer.from(s, 'latin1');
 }
 
 function sameArray(a: Uint32Array | BigUint64Array, b: Uint32Array | BigUint64Array): boolean {

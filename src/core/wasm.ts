@@ -21,6 +21,7 @@ export interface CoreExports {
   op4(kind: number, a: number, na: number, b: number, nb: number, out: number): number;
   op6(kind: number, a: number, na: number, b: number, nb: number, out: number): number;
   renderSet(fam: number, p: number, n: number, flags: number): bigint;
+  renderLines(fam: number, p: number, n: number, flags: number, pre: number, preLen: number, suf: number, sufLen: number): bigint;
   reduceSet(fam: number, p: number, n: number, percent: number, minEntries: bigint, flags: number): bigint;
   coverSet(fam: number, p: number, n: number, mode: number, flags: number): bigint;
   lookupFromRanges(fam: number, ranges: number, n: number): number;

@@ -10,22 +10,27 @@
  *
  * hash:net cannot hold a /0: 0.0.0.0/0 and ::/0 are written as two /1.
  */
-import type { AddrSet, Family } from '../core/index.js';
+import { AddrSet, type Family } from '../core/index.js';
 import { DYNAMIC_SET, type Plan, type PlanSet } from '../compile/plan.js';
 import { commentLine } from './quote.js';
 
 /** the CIDRs a hash:net set holds for these addresses (minimal cover, /0 split) */
 export function ipsetCidrs(addrs: AddrSet, f: Family): string[] {
-  const text = ipsetCidrText(addrs, f);
-  return text === '' ? [] : text.slice(0, -1).split('\n');
+  return ipsetForm(addrs, f).toCidrs(f);
 }
 
-/** ipsetCidrs as one '\n'-terminated string */
-function ipsetCidrText(addrs: AddrSet, f: Family): string {
-  const text = addrs.cidrText(f);
-  if (text === '0.0.0.0/0\n') return '0.0.0.0/1\n128.0.0.0/1\n';
-  if (text === '::/0\n') return '::/1\n8000::/1\n';
-  return text;
+const M64 = 0xffffffffffffffffn;
+/** the whole family as two adjacent halves: their cover is the two /1 that hash:net can hold */
+const HALVES = {
+  4: new AddrSet(Uint32Array.of(0, 0x7fffffff, 0x80000000, 0xffffffff), new BigUint64Array(0)),
+  6: new AddrSet(new Uint32Array(0), BigUint64Array.of(0n, 0n, M64 >> 1n, M64, 1n << 63n, 0n, M64, M64)),
+};
+
+function ipsetForm(addrs: AddrSet, f: Family): AddrSet {
+  const a = f === 4 ? addrs.v4 : addrs.v6;
+  const all = f === 4 ? a.length === 2 && a[0] === 0 && a[1] === 0xffffffff
+    : a.length === 4 && a[0] === 0n && a[1] === 0n && a[2] === M64 && a[3] === M64;
+  return all ? HALVES[f] : addrs;
 }
 
 export function renderIpset(plan: Plan): string {
@@ -50,11 +55,11 @@ function renderSet(s: PlanSet, out: string[]): void {
       return;
     case 'net':
       out.push(`create ${s.name} hash:net family ${familyWord(s.family)} hashsize ${s.hashsize} maxelem ${s.maxelem} -exist`);
-      addLines(out, s.name, ipsetCidrText(k.addrs, s.family), ' -exist');
+      addLines(out, k.addrs, s.family, `add ${s.name} `, ' -exist');
       return;
     case 'net,port':
       out.push(`create ${s.name} hash:net,port family ${familyWord(s.family)} hashsize ${s.hashsize} maxelem ${s.maxelem} -exist`);
-      for (const e of k.byPort) addLines(out, s.name, ipsetCidrText(e.addrs, s.family), `,${e.proto}:${e.port} -exist`);
+      for (const e of k.byPort) addLines(out, e.addrs, s.family, `add ${s.name} `, `,${e.proto}:${e.port} -exist`);
       return;
     case 'list':
       out.push(`create ${s.name} list:set size ${s.maxelem} -exist`);
@@ -63,7 +68,8 @@ function renderSet(s: PlanSet, out: string[]): void {
   }
 }
 
-/** `add NAME <entry><suffix>` for every line of a '\n'-terminated text, with one native replace (millions of lines at CF scale) */
-function addLines(out: string[], name: string, text: string, suffix: string): void {
-  if (text) out.push(`add ${name} ${text.slice(0, -1).replaceAll('\n', `${suffix}\nadd ${name} `)}${suffix}`);
+/** `add NAME <cidr><suffix>` for every CIDR, rendered by the core in one call (millions of lines at CF scale) */
+function addLines(out: string[], addrs: AddrSet, f: Family, prefix: string, suffix: string): void {
+  const text = ipsetForm(addrs, f).cidrLines(f, prefix, suffix);
+  if (text) out.push(text.slice(0, -1));
 }
