@@ -8,7 +8,7 @@
  * and one sweep computes the addresses they allow at least twice: a rule is
  * redundant iff its destination lies inside that set.
  */
-import { AddrSet } from '../core/index.js';
+
 import type { Diagnostic } from '../errors.js';
 import type { AsgRule, Policy, PortRange } from '../policy/model.js';
 import { locText, portsText, unionAll } from './util.js';
@@ -56,17 +56,20 @@ function computeRedundant(policy: Policy): Diagnostic[] {
     const bySig = new Map<string, AsgRule[]>();
     for (const r of rules) {
       const k = signature(r);
-      bySig.set(k, [...(bySig.get(k) ?? []), r]);
+      const g = bySig.get(k);
+      if (g) g.push(r);
+      else bySig.set(k, [r]);
     }
+    const over = overlapping(rules);
+    const pos = new Map(rules.map((r, i) => [r, i]));
     for (const group of bySig.values()) {
-      const cands = rules.filter((s) => classCovers(s, group[0]));
-      if (cands.length < 2) continue;
-      // addresses allowed by at least two of the candidates: a candidate lies
-      // entirely inside it iff the others cover it (it covers itself)
-      const twice = coveredTwice(cands.map((c) => c.destination));
-      if (twice.isEmpty()) continue;
+      let cands: AsgRule[] | undefined;
       for (const r of group) {
-        if (r.destination.isEmpty() || !twice.contains(r.destination)) continue;
+        if (r.destination.isEmpty()) continue;
+        // redundant iff the other rules covering its class, where they meet it, hold all of its destination
+        const others = over[pos.get(r)!]!.filter((i) => classCovers(rules[i]!, r)).map((i) => rules[i]!.destination);
+        if (!others.length || !unionAll(others).contains(r.destination)) continue;
+        cands ??= rules.filter((s) => classCovers(s, group[0]!));
         // of two identical rules, report only the later one
         const i = cands.indexOf(r);
         const later = cands.slice(i + 1).some((c) => signature(c) === signature(r) && c.destination.equals(r.destination));
@@ -83,56 +86,53 @@ function computeRedundant(policy: Policy): Diagnostic[] {
   return out;
 }
 
-/** addresses in at least two of the sets; IPv4 with one sorted sweep, IPv6 (rare) pairwise */
-export function coveredTwice(sets: AddrSet[]): AddrSet {
-  let v6acc: AddrSet | undefined;
-  let v6twice = AddrSet.empty();
-  for (const s of sets) {
-    if (s.v6.length === 0) continue;
-    const f6 = s.family(6);
-    if (v6acc) {
-      const both = v6acc.intersect(f6);
-      if (!both.isEmpty()) v6twice = v6twice.union(both);
-      v6acc = v6acc.union(f6);
-    } else v6acc = f6;
+/**
+ * For each rule (by its index in the group), the other rules whose destinations
+ * share an address with it. IPv4: one sort of every range, then a sweep keeping
+ * the ranges still open; IPv6 (rare): every pair of rules that have any is
+ * checked with the core.
+ */
+export function overlapping(rules: AsgRule[]): number[][] {
+  const sets = rules.map(() => new Set<number>());
+  let n = 0;
+  for (const r of rules) n += r.destination.v4.length >> 1;
+  if (n >= MAX_RANGES) throw new Error('redundancy: too many ranges in one security group');
+  const keys = new Float64Array(n);
+  const owner = new Uint32Array(n), ends = new Float64Array(n);
+  let k = 0;
+  rules.forEach((r, ri) => {
+    const a = r.destination.v4;
+    for (let i = 0; i < a.length; i += 2, k++) {
+      keys[k] = a[i]! * MAX_RANGES + k;
+      owner[k] = ri;
+      ends[k] = a[i + 1]!;
+    }
+  });
+  keys.sort();
+  const open: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const j = keys[i]! % MAX_RANGES;
+    const start = Math.floor(keys[i]! / MAX_RANGES);
+    if (open.length) {
+      let m = 0;
+      for (const o of open) if (ends[o]! >= start) open[m++] = o;
+      open.length = m;
+      for (const o of open) {
+        if (owner[o] !== owner[j]) { sets[owner[o]!]!.add(owner[j]!); sets[owner[j]!]!.add(owner[o]!); }
+      }
+    }
+    open.push(j);
   }
-  return new AddrSet(twice4(sets), v6twice.v6);
+  const with6 = rules.map((r, i) => (r.destination.v6.length ? i : -1)).filter((i) => i >= 0);
+  for (let x = 0; x < with6.length; x++) {
+    for (let y = x + 1; y < with6.length; y++) {
+      const a = with6[x]!, b = with6[y]!;
+      if (sets[a]!.has(b)) continue;
+      if (!rules[a]!.destination.family(6).intersect(rules[b]!.destination.family(6)).isEmpty()) { sets[a]!.add(b); sets[b]!.add(a); }
+    }
+  }
+  return sets.map((s) => [...s].sort((x, y) => x - y));
 }
 
-/**
- * Each set's v4 ranges are disjoint, so the number of sets holding an address
- * is the number of ranges over it: sweep starts (+1) and ends (-1) in order.
- * Event keys: address * 2 + (0 for an end at address-1, 1 for a start), so that
- * at equal positions ends come first; exact in a double (2^33 < 2^53).
- */
-function twice4(sets: AddrSet[]): Uint32Array {
-  let n = 0;
-  for (const s of sets) n += s.v4.length;
-  if (n === 0) return new Uint32Array(0);
-  const ev = new Float64Array(n);
-  let k = 0;
-  for (const s of sets) {
-    const a = s.v4;
-    for (let i = 0; i < a.length; i += 2) {
-      ev[k++] = a[i] * 2 + 1;
-      ev[k++] = (a[i + 1] + 1) * 2;
-    }
-  }
-  ev.sort();
-  const out: number[] = [];
-  let depth = 0;
-  let start = 0;
-  for (let i = 0; i < n; i++) {
-    const e = ev[i];
-    const pos = Math.floor(e / 2);
-    if (e % 2 === 1) {
-      if (++depth === 2) start = pos;
-    } else if (depth-- === 2) {
-      // the range [start, pos - 1] was covered twice; merge with an adjacent previous one
-      const m = out.length;
-      if (m && out[m - 1] + 1 >= start) out[m - 1] = pos - 1;
-      else out.push(start, pos - 1);
-    }
-  }
-  return Uint32Array.from(out);
-}
+/** ranges per sort: a key is start * 2^21 + index, exact in a double (2^32 * 2^21 = 2^53) */
+const MAX_RANGES = 1 << 21;
