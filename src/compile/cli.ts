@@ -64,16 +64,15 @@ export async function runCompile(file: string, o: CompileCliOptions, ctx: CliCon
   const policy = await load(file);
   const segment = requireSegment(policy, o.segment);
   const result: CompileResult = compileSegment(policy, segment);
-  const files: Record<string, string | Buffer> = { ...renderAll(result.plan) };
+  // payloads as bytes once: hashed for the manifest and written from the same buffers
+  const files: Record<string, string | Buffer> = {};
+  for (const [name, text] of Object.entries(renderPayloads(result.plan))) files[name] = Buffer.from(text);
   // the nft backend adds its one-transaction script to the same files (SPEC §3),
   // the eBPF backend its object and map contents
-  if (o.backend === 'nft' || o.backend === 'ebpf') {
-    if (o.backend === 'nft') files['ruleset.nft'] = (await import('../render/nft.js')).renderNft(result.plan);
-    else Object.assign(files, (await import('../render/ebpf.js')).renderEbpf(result.plan));
-    // the manifest hashes every file written, ruleset.nft included
-    const { 'manifest.json': _, ...payloads } = files;
-    files['manifest.json'] = renderManifest(result.plan, payloads as unknown as Payloads);
-  }
+  if (o.backend === 'nft') files['ruleset.nft'] = (await import('../render/nft.js')).renderNft(result.plan);
+  else if (o.backend === 'ebpf') Object.assign(files, (await import('../render/ebpf.js')).renderEbpf(result.plan));
+  // the manifest hashes every file written
+  files['manifest.json'] = renderManifest(result.plan, files);
   if (o.out) {
     await mkdir(o.out, { recursive: true });
     for (const [name, text] of Object.entries(files)) {
@@ -88,7 +87,7 @@ export async function runCompile(file: string, o: CompileCliOptions, ctx: CliCon
     ctx.stdout.write(JSON.stringify({
       segment, backend: o.backend ?? 'iptables', out: o.out ?? null, counts, stats: plan.stats,
       warnings: result.warnings.map((w) => ({ ...w, text: formatDiagnostic(w) })),
-      ...(o.print ? { payloads: files } : {}),
+      ...(o.print ? { payloads: printable(files) } : {}),
     }, null, 2) + '\n');
     return 0;
   }
@@ -109,6 +108,12 @@ export async function runCompile(file: string, o: CompileCliOptions, ctx: CliCon
   ];
   ctx.stdout.write(lines.join('\n') + '\n');
   return 0;
+}
+
+/** files for --json --print: text as strings, binary objects (the eBPF .o) as base64 */
+function printable(files: Record<string, string | Buffer>): Record<string, string | { base64: string }> {
+  return Object.fromEntries(Object.entries(files).map(([n, t]) => [n,
+    typeof t === 'string' ? t : n.endsWith('.o') ? { base64: t.toString('base64') } : t.toString('utf8')]));
 }
 
 export interface ExplainCliOptions {
