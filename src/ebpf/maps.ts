@@ -20,7 +20,7 @@
 import { AddrSet, type Family } from '../core/index.js';
 import { evaluatePlan, type Membership, type PacketProto } from '../compile/evaluate.js';
 import type { Phase } from '../policy/model.js';
-import type { FamilyPlan, Plan, PlanSet } from '../compile/plan.js';
+import type { FamilyPlan, Plan, PlanMatch, PlanSet } from '../compile/plan.js';
 import { ESTABLISHED_KEY, KEY_SIZE, MAP_NAMES, VERDICT, VERDICT_PORT_BIT } from './program.js';
 
 export const PROTO_NUM = { tcp: 6, udp: 17, icmp: 1, icmpv6: 58 } as const;
@@ -37,20 +37,58 @@ export interface MapContents {
 
 /** inclusive [start, end] over `bits`-bit numbers -> minimal prefixes [base, length] */
 export function rangePrefixes(start: bigint, end: bigint, bits: number): Array<[bigint, number]> {
+  if (bits <= 48) return numPrefixes(Number(start), Number(end), bits).map(([b, l]) => [BigInt(b), l]);
   const out: Array<[bigint, number]> = [];
   let s = start;
   while (s <= end) {
-    let len = bits;
     // grow the block while aligned and inside the range
+    let len = bits, size = 1n;
+    const room = end - s + 1n;
     while (len > 0) {
-      const size = 1n << BigInt(bits - len + 1);
-      if (s % size !== 0n || s + size - 1n > end) break;
+      const next = size << 1n;
+      if ((s & (next - 1n)) !== 0n || next > room) break;
+      size = next;
       len--;
     }
     out.push([s, len]);
-    s += 1n << BigInt(bits - len);
+    s += size;
   }
   return out;
+}
+
+/** rangePrefixes on plain numbers (exact up to 2^53: IPv4 addresses, ports) */
+function numPrefixes(start: number, end: number, bits: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  let s = start;
+  while (s <= end) {
+    let len = bits, size = 1;
+    while (len > 0 && s % (size * 2) === 0 && s + size * 2 - 1 <= end) {
+      size *= 2;
+      len--;
+    }
+    out.push([s, len]);
+    s += size;
+  }
+  return out;
+}
+
+/** LPM keys (u32 prefix length, address bytes) of the minimal prefixes covering [s, e] */
+function addrKeys(f: Family, s: bigint, e: bigint): Buffer[] {
+  if (f === 4) {
+    return numPrefixes(Number(s), Number(e), 32).map(([base, len]) => {
+      const k = Buffer.allocUnsafe(KEY_SIZE.addr4);
+      k.writeUInt32LE(len, 0);
+      k.writeUInt32BE(base, 4);
+      return k;
+    });
+  }
+  return rangePrefixes(s, e, 128).map(([base, len]) => {
+    const k = Buffer.allocUnsafe(KEY_SIZE.addr6);
+    k.writeUInt32LE(len, 0);
+    k.writeBigUInt64BE(base >> 64n, 4);
+    k.writeBigUInt64BE(base & 0xffffffffffffffffn, 12);
+    return k;
+  });
 }
 
 function ranges(a: AddrSet, f: Family): Array<[bigint, bigint]> {
@@ -65,12 +103,6 @@ function addrText(v: bigint, f: Family): string {
   const g: string[] = [];
   for (let i = 7; i >= 0; i--) g.push(((v >> BigInt(i * 16)) & 0xffffn).toString(16));
   return g.join(':');
-}
-
-function bigBytes(v: bigint, n: number): Buffer {
-  const b = Buffer.alloc(n);
-  for (let i = n - 1; i >= 0; i--) { b[i] = Number(v & 0xffn); v >>= 8n; }
-  return b;
 }
 
 function lpmKey(prefixlen: number, data: Buffer): Buffer {
@@ -259,15 +291,310 @@ function projectedPlan(plan: Plan, f: Family, reps: Array<{ rep: string; leaves:
   return { ...plan, families: { ...plan.families, [f]: { ...fp, sets } } };
 }
 
-/**
- * The map contents for a plan: classes in cw_src4/cw_dst4/cw_src6/cw_dst6 and
- * the verdicts in cw_verdict (VERDICT: 0 untouched, 1 deny, 2 allow). Deterministic: the same
- * plan gives byte-identical contents.
- */
 /** a dynamic-group member known when the maps are built (what `cellwall members add` recorded) */
 export interface MapMember { addr: string; phase: Phase; groups: string[] }
 
+/** one cell of a verdict row: the verdict of every other protocol, and the port runs of tcp, udp, icmp (null: all `other`) */
+interface RowCell { other: number; runs: Array<Array<[number, number, number]> | null> }
+/** a governed source as the row computers see it: its class's leaves, a representative address, its membership */
+interface RowSource { leaves: string[]; rep: string; members?: Membership }
+
+/** everything about one family the row computers share */
+interface FamilyCtx {
+  plan: Plan;
+  f: Family;
+  fp: FamilyPlan;
+  srcLeaves: Leaf[];
+  dsts: AddrClass[];
+  rep: (a: AddrClass) => string;
+  srcs: AddrClass[];
+  stats: MapContents['stats'];
+}
+
+type RowComputer = (c: FamilyCtx) => (src: RowSource) => RowCell[];
+
+const PROTOS = (f: Family) => ['tcp', 'udp', f === 4 ? 'icmp' : 'icmpv6'] as const;
+
+/**
+ * The reference row computer: evaluatePlan on a representative packet per
+ * (destination class, protocol, port interval), the port axis cut by
+ * portIntervals. O(sources x destination classes x intervals x plan size).
+ */
+const evaluatedRows: RowComputer = (c) => {
+  const { plan, f, fp, srcLeaves, dsts, srcs, rep, stats } = c;
+  const evalPlan = projectedPlan(plan, f, [...srcs, ...dsts].map((x) => ({ rep: rep(x), leaves: x.leaves })));
+  const hasher = setHasher(fp, f);
+  const protoList = PROTOS(f);
+  const dstProtos = dsts.map((d) => protoList.map((p) => ({ p, iv: portIntervals(fp, f, p, srcLeaves, d, hasher) })));
+  return (src) => dsts.map((d, di) => {
+    const dstAddr = rep(d);
+    const verdict = (proto: PacketProto, port?: number): number => {
+      stats.evaluations++;
+      const icmp = proto === 'icmp' || proto === 'icmpv6';
+      const ev = evaluatePlan(evalPlan, {
+        src: src.rep, dst: dstAddr, proto,
+        ...(icmp ? { type: (port ?? 0) >> 8, code: (port ?? 0) & 0xff } : proto === OTHER ? {} : { port }),
+      }, src.members);
+      return VERDICT[ev.verdict];
+    };
+    const other = verdict(OTHER);
+    const runs = dstProtos[di].map(({ p, iv }) => {
+      // merge adjacent intervals with the same verdict
+      const r: Array<[number, number, number]> = [];
+      for (const [from, to] of iv) {
+        const v = verdict(p, from);
+        const last = r[r.length - 1];
+        if (last && last[2] === v) last[1] = to;
+        else r.push([from, to, v]);
+      }
+      return r.length === 1 && r[0][2] === other ? null : r;
+    });
+    return { other, runs };
+  });
+};
+
+// ---- symbolic rows: interval lists over one line holding every (protocol, port) point ----
+
+/** tcp ports, udp ports, icmp type.code, then one point for every other protocol */
+const AXIS = { tcp: 0, udp: 0x10000, icmp: 0x20000, other: 0x30000 } as const;
+/** sorted disjoint inclusive intervals, flattened: [lo0, hi0, lo1, hi1, ...] */
+type IV = number[];
+const FULL: IV = [0, AXIS.other];
+const NONE: IV = [];
+
+function ivAnd(a: IV, b: IV): IV {
+  if (!a.length || !b.length) return NONE;
+  if (b === FULL) return a;
+  if (a === FULL) return b;
+  const out: number[] = [];
+  for (let i = 0, j = 0; i < a.length && j < b.length;) {
+    const lo = Math.max(a[i], b[j]), hi = Math.min(a[i + 1], b[j + 1]);
+    if (lo <= hi) out.push(lo, hi);
+    if (a[i + 1] < b[j + 1]) i += 2;
+    else j += 2;
+  }
+  return out;
+}
+
+/** any flattened list of inclusive intervals (unsorted, overlapping) as an IV */
+function ivOf(xs: number[]): IV {
+  const pairs: Array<[number, number]> = [];
+  for (let i = 0; i < xs.length; i += 2) pairs.push([xs[i], xs[i + 1]]);
+  pairs.sort((x, y) => x[0] - y[0]);
+  const out: number[] = [];
+  for (const [lo, hi] of pairs) {
+    const n = out.length;
+    if (n && lo <= out[n - 1] + 1) out[n - 1] = Math.max(out[n - 1], hi);
+    else out.push(lo, hi);
+  }
+  return out;
+}
+
+function ivOr(a: IV, b: IV): IV {
+  if (!a.length) return b;
+  if (!b.length) return a;
+  return ivOf([...a, ...b]);
+}
+
+function ivNot(a: IV): IV {
+  const out: number[] = [];
+  let next = 0;
+  for (let i = 0; i < a.length; i += 2) {
+    if (a[i] > next) out.push(next, a[i] - 1);
+    next = a[i + 1] + 1;
+  }
+  if (next <= AXIS.other) out.push(next, AXIS.other);
+  return out;
+}
+
+const ivMinus = (a: IV, b: IV): IV => (b.length ? ivAnd(a, ivNot(b)) : a);
+const points = (xs: number[]): IV => ivOf(xs.flatMap((x) => [x, x]));
+
+/**
+ * The symbolic row computer: for one source, each rule's match becomes an
+ * interval list over the (protocol, port) line (its source side fixed), and
+ * the chains are walked ONCE over all destination classes together (chains in
+ * topological order, each holding per destination class the part of the line
+ * still undecided in it); a rule with a destination set only visits the
+ * classes inside that set. The result is exact (no representative packets),
+ * so its runs are the maximal runs the evaluated rows merge to. Sources whose
+ * rules all reduce to the same lists share one row.
+ */
+const symbolicRows: RowComputer = (c) => {
+  const { f, fp, dsts, stats } = c;
+  const sets = new Map<string, PlanSet>(fp.sets.map((x) => [x.name, x]));
+  const chains = new Map(fp.chains.map((x) => [x.name, x]));
+  const icmpName = f === 4 ? 'icmp' : 'icmpv6';
+  const defaultType = f === 4 ? 8 : 128;
+  const axisOf = (proto: 'tcp' | 'udp' | 'icmp' | 'icmpv6') => (proto === 'tcp' ? AXIS.tcp : proto === 'udp' ? AXIS.udp : proto === icmpName ? AXIS.icmp : -1);
+  const dstLeafSets = dsts.map((d) => new Set(d.leaves));
+  const classesByLeaf = new Map<string, number[]>();
+  dsts.forEach((d, i) => d.leaves.forEach((h) => { let l = classesByLeaf.get(h); if (!l) classesByLeaf.set(h, (l = [])); l.push(i); }));
+  const all = dsts.map((_, i) => i);
+
+  /** chains in topological order of their gotos (top first) */
+  const order: string[] = [];
+  {
+    const state = new Map<string, 1 | 2>();
+    const visit = (name: string) => {
+      if (state.get(name) === 2) return;
+      if (state.get(name) === 1) throw new Error(`ebpf maps: chain loop at ${name}`);
+      state.set(name, 1);
+      const ch = chains.get(name);
+      if (!ch) throw new Error(`plan: goto to unknown chain ${name}`);
+      for (const r of ch.rules) if (r.target.kind === 'goto') visit(r.target.chain);
+      state.set(name, 2);
+      order.push(name);
+    };
+    visit(fp.top);
+    order.reverse();
+  }
+
+  /** the (protocol, port) points a set holds for an address class with these leaves (net,port: its entries; others: all or none) */
+  const setLine = (name: string, leafSet: Set<string>, dir: 'src' | 'dst', members?: Membership): IV => {
+    const k = sets.get(name)?.kind;
+    if (!k) throw new Error(`plan: unknown set ${name}`);
+    switch (k.type) {
+      case 'net': return leafSet.has(k.addrs.family(f).hash()) ? FULL : NONE;
+      case 'net,port': return points(k.byPort.filter((e) => leafSet.has(e.addrs.family(f).hash())).map((e) => AXIS[e.proto] + e.port));
+      case 'list': return k.members.reduce((acc, m) => ivOr(acc, setLine(m, leafSet, dir, members)), NONE);
+      case 'dynamic': return dir === 'src' && !!members && members.phase === k.phase && members.groups.includes(k.group) ? FULL : NONE;
+    }
+  };
+  /** destination classes a (non-negated) destination set may hold */
+  const touchedMemo = new Map<string, number[]>();
+  const touched = (name: string): number[] => {
+    let hit = touchedMemo.get(name);
+    if (hit) return hit;
+    const k = sets.get(name)?.kind;
+    const acc = new Set<number>();
+    const add = (h: string) => { for (const i of classesByLeaf.get(h) ?? []) acc.add(i); };
+    if (k?.type === 'net') add(k.addrs.family(f).hash());
+    else if (k?.type === 'net,port') for (const e of k.byPort) add(e.addrs.family(f).hash());
+    else if (k?.type === 'list') for (const m of k.members) for (const i of touched(m)) acc.add(i);
+    hit = [...acc].sort((a, b) => a - b);
+    touchedMemo.set(name, hit);
+    return hit;
+  };
+  /** the rule's match on the line, destination aside, for a source */
+  const sourceLine = (m: PlanMatch, leafSet: Set<string>, members?: Membership): IV => {
+    if (m.ctstate) return NONE; // a new connection (established traffic: ESTABLISHED_KEY)
+    let a = FULL;
+    if (m.proto) {
+      const ax = axisOf(m.proto);
+      a = ax < 0 ? NONE : [ax, ax + 0xffff];
+    }
+    if (m.dports) a = ivAnd(a, ivOf(m.dports.flatMap((r) => [AXIS.tcp + r.from, AXIS.tcp + r.to, AXIS.udp + r.from, AXIS.udp + r.to])));
+    if (m.icmp && m.icmp.type !== -1) {
+      const t = m.icmp.type << 8;
+      const icmp = m.icmp.code === -1 ? [AXIS.icmp + t, AXIS.icmp + t + 0xff] : [AXIS.icmp + t + m.icmp.code, AXIS.icmp + t + m.icmp.code];
+      // evaluatePlan compares other protocols' (absent) type and code with the echo-request defaults
+      const rest = m.icmp.type === defaultType && m.icmp.code <= 0 ? ivNot([AXIS.icmp, AXIS.icmp + 0xffff]) : NONE;
+      a = ivAnd(a, ivOr(icmp, rest));
+    }
+    if (m.src && a.length) {
+      const s = setLine(m.src.set, leafSet, 'src', members);
+      a = ivAnd(a, m.src.negate ? ivNot(s) : s);
+    }
+    return a;
+  };
+  const dstLine = (m: PlanMatch, d: number): IV => {
+    if (!m.dst) return FULL;
+    const s = setLine(m.dst.set, dstLeafSets[d], 'dst');
+    return m.dst.negate ? ivNot(s) : s;
+  };
+
+  const rows = new Map<string, RowCell[]>();
+  return (src) => {
+    const leafSet = new Set(src.leaves);
+    const lines = new Map(fp.chains.map((ch) => [ch.name, ch.rules.map((r) => sourceLine(r.match, leafSet, src.members))]));
+    const sig = order.map((n) => lines.get(n)!.map((l) => l.join(',')).join(';')).join('|');
+    const shared = rows.get(sig);
+    if (shared) return shared;
+    stats.evaluations += dsts.length;
+    /** per destination class: [lo, hi, verdict] pieces of the line */
+    const out: Array<Array<[number, number, number]>> = dsts.map(() => []);
+    const emit = (d: number, iv: IV, v: number) => { for (let i = 0; i < iv.length; i += 2) out[d].push([iv[i], iv[i + 1], v]); };
+    const inbox = new Map<string, Map<number, IV>>([[fp.top, new Map(all.map((d) => [d, FULL]))]]);
+    for (const name of order) {
+      const pending = inbox.get(name);
+      if (!pending) continue;
+      const ch = chains.get(name)!;
+      const ruleLines = lines.get(name)!;
+      ch.rules.forEach((r, i) => {
+        const a = ruleLines[i];
+        if (!a.length || !pending.size) return;
+        const m = r.match;
+        const visit = m.dst && !m.dst.negate ? touched(m.dst.set) : [...pending.keys()];
+        for (const d of visit) {
+          const p = pending.get(d);
+          if (!p) continue;
+          let hit = ivAnd(p, a);
+          if (hit.length && m.dst) hit = ivAnd(hit, dstLine(m, d));
+          if (!hit.length) continue;
+          const t = r.target;
+          if (t.kind === 'log') continue;
+          if (t.kind === 'goto') {
+            let box = inbox.get(t.chain);
+            if (!box) inbox.set(t.chain, (box = new Map()));
+            box.set(d, ivOr(box.get(d) ?? NONE, hit));
+          } else if (t.kind === 'allow' && ch.role === 'top') {
+            // an allow in the top chain for a packet no later rule there matches: not governed (as evaluatePlan says)
+            let later = NONE;
+            for (let j = i + 1; j < ch.rules.length; j++) later = ivOr(later, ivAnd(ruleLines[j], dstLine(ch.rules[j].match, d)));
+            emit(d, ivAnd(hit, later), VERDICT.allow);
+            emit(d, ivMinus(hit, later), VERDICT.untouched);
+          } else emit(d, hit, t.kind === 'allow' ? VERDICT.allow : VERDICT.deny);
+          const rest = ivMinus(p, hit);
+          if (rest.length) pending.set(d, rest);
+          else pending.delete(d);
+        }
+      });
+      for (const [d, p] of pending) emit(d, p, VERDICT.untouched); // fell off the chain
+      inbox.delete(name);
+    }
+    const row = out.map((pieces): RowCell => {
+      pieces.sort((x, y) => x[0] - y[0]);
+      let covered = 0;
+      for (const [lo, hi] of pieces) covered += hi - lo + 1;
+      if (covered !== AXIS.other + 1) throw new Error('ebpf maps: verdict pieces do not cover the line');
+      const other = pieces[pieces.length - 1][2];
+      const runs = [AXIS.tcp, AXIS.udp, AXIS.icmp].map((base) => {
+        const r: Array<[number, number, number]> = [];
+        for (const [lo, hi, v] of pieces) {
+          const from = Math.max(lo, base) - base, to = Math.min(hi, base + 0xffff) - base;
+          if (from > to) continue;
+          const last = r[r.length - 1];
+          if (last && last[2] === v) last[1] = to;
+          else r.push([from, to, v]);
+        }
+        return r.length === 1 && r[0][2] === other ? null : r;
+      });
+      return { other, runs };
+    });
+    rows.set(sig, row);
+    return row;
+  };
+};
+
+/**
+ * The map contents for a plan: classes in cw_src4/cw_dst4/cw_src6/cw_dst6 and
+ * the verdicts in cw_verdict (VERDICT: 0 untouched, 1 deny, 2 allow), plus
+ * ESTABLISHED_KEY when the policy accepts established traffic. Deterministic:
+ * the same plan gives byte-identical contents. Verdict rows are computed
+ * symbolically (see symbolicRows); planMapsByEvaluation is the reference
+ * (one evaluatePlan per cell) and gives the same maps.
+ */
 export function planMaps(plan: Plan, opts: { members?: MapMember[] } = {}): MapContents {
+  return buildMaps(plan, opts, symbolicRows);
+}
+
+/** planMaps with every verdict taken from evaluatePlan on a representative packet (slow; the reference for tests) */
+export function planMapsByEvaluation(plan: Plan, opts: { members?: MapMember[] } = {}): MapContents {
+  return buildMaps(plan, opts, evaluatedRows);
+}
+
+function buildMaps(plan: Plan, opts: { members?: MapMember[] }, computer: RowComputer): MapContents {
   const maps: Record<string, MapEntry[]> = {
     [MAP_NAMES.src4]: [], [MAP_NAMES.dst4]: [], [MAP_NAMES.src6]: [], [MAP_NAMES.dst6]: [], [MAP_NAMES.verdict]: [],
   };
@@ -277,85 +604,57 @@ export function planMaps(plan: Plan, opts: { members?: MapMember[] } = {}): MapC
     const fp = plan.families[f];
     const srcLeaves = leaves(fp, 'src'), dstLeaves = leaves(fp, 'dst');
     const srcs = partition(f, srcLeaves), dsts = partition(f, dstLeaves);
-    const bits = f === 4 ? 32 : 128;
     const rep = (a: AddrClass) => addrText(a.ranges[0][0], f);
-    const evalPlan = projectedPlan(plan, f, [...srcs, ...dsts].map((c) => ({ rep: rep(c), leaves: c.leaves })));
     const dstIds = dsts.map(() => nextDst++);
     if (nextDst > MAX_CLASS + 1) throw new Error(`ebpf maps: more than ${MAX_CLASS + 1} destination classes`);
+    const dstMap = maps[f === 4 ? MAP_NAMES.dst4 : MAP_NAMES.dst6];
     dsts.forEach((d, i) => {
-      for (const [s, e] of d.ranges) {
-        for (const [base, len] of rangePrefixes(s, e, bits)) {
-          maps[f === 4 ? MAP_NAMES.dst4 : MAP_NAMES.dst6].push({ key: lpmKey(len, bigBytes(base, bits / 8)), value: classValue(dstIds[i]) });
-        }
-      }
+      const value = classValue(dstIds[i]); // shared by the class's entries (never written after)
+      for (const [s, e] of d.ranges) for (const key of addrKeys(f, s, e)) dstMap.push({ key, value });
     });
-    const hasher = setHasher(fp, f);
-    const protoList = ['tcp', 'udp', f === 4 ? 'icmp' : 'icmpv6'] as const;
-    const dstProtos = dsts.map((d) => protoList.map((p) => ({ p, iv: portIntervals(fp, f, p, srcLeaves, d, hasher) })));
+    const rowOf = computer({ plan, f, fp, srcLeaves, dsts, srcs, rep, stats });
+    const protoList = PROTOS(f);
     /** one source class: its verdict row for every destination class, then its prefixes */
-    const addSource = (srcRanges: Ranges, srcAddr: string, members?: Membership) => {
+    const addSource = (srcRanges: Ranges, src: RowSource) => {
       const verdicts: MapEntry[] = [];
       let governed = 0;
       const sc = nextSrc;
-      dsts.forEach((d, di) => {
-        const dc = dstIds[di];
-        const dstAddr = rep(d);
-        const verdict = (proto: PacketProto, port?: number): number => {
-          stats.evaluations++;
-          const icmp = proto === 'icmp' || proto === 'icmpv6';
-          const ev = evaluatePlan(evalPlan, {
-            src: srcAddr, dst: dstAddr, proto,
-            ...(icmp ? { type: (port ?? 0) >> 8, code: (port ?? 0) & 0xff } : proto === OTHER ? {} : { port }),
-          }, members);
-          return VERDICT[ev.verdict];
-        };
+      rowOf(src).forEach(({ other, runs }, di) => {
         const head = Buffer.alloc(8);
         head.writeUInt16BE(sc, 0);
-        head.writeUInt16BE(dc, 2);
-        const other = verdict(OTHER);
+        head.writeUInt16BE(dstIds[di], 2);
         governed += other;
         verdicts.push({ key: lpmKey(32, head), value: u32(other) });
-        for (const { p, iv } of dstProtos[di]) {
-          // merge adjacent intervals with the same verdict
-          const runs: Array<[number, number, number]> = [];
-          for (const [from, to] of iv) {
-            const v = verdict(p, from);
-            const last = runs[runs.length - 1];
-            if (last && last[2] === v) last[1] = to;
-            else runs.push([from, to, v]);
-          }
-          if (runs.length === 1 && runs[0][2] === other) continue; // the 32-bit entry already says it
-          for (const [from, to, v] of runs) {
+        runs.forEach((r, pi) => {
+          if (!r) return; // the 32-bit entry already says it
+          for (const [from, to, v] of r) {
             governed += v;
-            for (const [base, len] of rangePrefixes(BigInt(from), BigInt(to), 16)) {
+            for (const [base, len] of numPrefixes(from, to, 16)) {
               const data = Buffer.from(head);
-              data[4] = PROTO_NUM[p];
+              data[4] = PROTO_NUM[protoList[pi]];
               data.writeUInt16BE(Number(base), 6);
               verdicts.push({ key: lpmKey(VERDICT_PORT_BIT + len, data), value: u32(v) });
             }
           }
-        }
+        });
       });
       // a class untouched everywhere needs no entries: not in cw_src* means not governed
       if (governed === 0) return;
       nextSrc++;
       if (sc > MAX_CLASS) throw new Error(`ebpf maps: more than ${MAX_CLASS} source classes`);
       stats.srcClasses++;
-      for (const [s, e] of srcRanges) {
-        for (const [base, len] of rangePrefixes(s, e, bits)) {
-          maps[f === 4 ? MAP_NAMES.src4 : MAP_NAMES.src6].push({ key: lpmKey(len, bigBytes(base, bits / 8)), value: classValue(sc) });
-        }
-      }
+      const value = classValue(sc);
+      for (const [s, e] of srcRanges) for (const key of addrKeys(f, s, e)) maps[f === 4 ? MAP_NAMES.src4 : MAP_NAMES.src6].push({ key, value });
       maps[MAP_NAMES.verdict].push(...verdicts);
     };
-    for (const src of srcs) addSource(src.ranges, rep(src));
+    for (const src of srcs) addSource(src.ranges, { leaves: src.leaves, rep: rep(src) });
     // dynamic members: a class of their own address (the longer prefix wins), evaluated with their membership
-    // through the representative of the class holding the address (same static sets, so same verdicts)
+    // through the class holding the address (same static sets, so same verdicts)
     for (const m of opts.members ?? []) {
       const r = ranges(AddrSet.of([m.addr]).family(f), f)[0];
       if (!r) continue;
       const home = srcs.find((c) => c.ranges.some(([s, e]) => s <= r[0] && r[0] <= e))!;
-      addSource([r], rep(home), { phase: m.phase, groups: m.groups });
+      addSource([r], { leaves: home.leaves, rep: rep(home), members: { phase: m.phase, groups: m.groups } });
     }
     stats.dstClasses += dsts.length;
   }
