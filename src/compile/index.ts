@@ -17,7 +17,6 @@
  *  - sets and chains are content-addressed: identical content -> one object,
  *    and an unchanged policy gives byte-identical payloads.
  */
-import { createHash } from 'node:crypto';
 import { AddrSet, type Family } from '../core/index.js';
 import { DiagnosticsError, type Diagnostic, type SourceLoc } from '../errors.js';
 import type { AppRule, AsgRule, Phase, Policy, PortRange, Segment } from '../policy/model.js';
@@ -34,7 +33,7 @@ import {
   type PlanStats,
   type PlanTarget,
 } from './plan.js';
-import { CELLWALL_VERSION, mayContain, multiportChunks, nextPow2, portCount, portsText, sha256, unionAll } from './util.js';
+import { CELLWALL_VERSION, locText, mayContain, multiportChunks, nextPow2, portCount, portsText, sha256, unionAll } from './util.js';
 import { redundantAsgRules } from './redundancy.js';
 
 export type { Plan } from './plan.js';
@@ -99,15 +98,18 @@ export function checkPolicy(policy: Policy, opts: CompileOptions = {}): Diagnost
   return out;
 }
 
-/** A chain name: `CW-` + role tag (P phase, A app-to-app, D deny) + 10 hex of the content, at most 28 characters. */
-function chainName(tag: string, rules: PlanRule[]): string {
-  // what is rendered: matches, target, description, first location and the number of locations
-  const h = createHash('sha256');
-  for (const r of rules) {
+/**
+ * A chain name: `CW-` + role tag (P phase, A app-to-app, D deny) + 10 hex of the content, at most 28 characters.
+ * The content is what is rendered: matches, target, description, first location (as the comment shows it,
+ * relative to the policy file, so the name does not depend on how the file was named on the command line)
+ * and the number of locations.
+ */
+function chainName(tag: string, rules: PlanRule[], policyFile: string): string {
+  const text = rules.map((r) => {
     const l = r.locs[0];
-    h.update(`${JSON.stringify(r.match)}|${JSON.stringify(r.target)}|${r.step}|${r.what}|${l ? `${l.file}:${l.line}:${l.col}` : ''}|${r.locs.length}\n`);
-  }
-  return `CW-${tag}-${h.digest('hex').slice(0, 10)}`;
+    return `${JSON.stringify(r.match)}|${JSON.stringify(r.target)}|${r.step}|${r.what}|${l ? locText(l, policyFile) : ''}|${r.locs.length}`;
+  }).join('\n');
+  return `CW-${tag}-${sha256(text).slice(0, 10)}`;
 }
 
 /** The chain FORWARD jumps to: stable per segment so the jump need not change with the policy. */
@@ -293,7 +295,7 @@ class FamilyCompiler {
   // ---- chains ----
 
   private addChain(tag: string, role: PlanChain['role'], phase: Phase | undefined, rules: PlanRule[]): string {
-    const name = chainName(tag, rules);
+    const name = chainName(tag, rules, this.ctx.policy.file);
     const same = this.chains.get(name);
     if (same) {
       // identical content (e.g. both phases): one chain serves both
