@@ -12,6 +12,8 @@ import type { Reader } from './source.js';
 import { suggest } from './source.js';
 
 const enc = new TextEncoder();
+const STRICT = { strict: true };
+const LAX = { strict: false };
 
 /** network names: not confusable with an address (no leading digit, no ':' or '/') */
 export const NAME_RE = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
@@ -64,9 +66,16 @@ export class AddressPool {
    */
   literalUnion(text: string, items: number): AddrSet | undefined {
     if (text.includes('#')) return undefined;
-    const r = parseLines(enc.encode(text), { strict: this.strict });
+    // UTF-8 takes at most 3 bytes per UTF-16 unit
+    if (this.scratch.length < text.length * 3) this.scratch = new Uint8Array(Math.max(text.length * 3, this.scratch.length * 2));
+    const { written } = enc.encodeInto(text, this.scratch);
+    const r = parseLines(this.scratch.subarray(0, written), this.parseOpts);
     return r.errors.length === 0 && r.count === items ? r.set : undefined;
   }
+
+  /** encoding buffer of literalUnion() */
+  private scratch = new Uint8Array(4096);
+  private get parseOpts(): { strict: boolean } { return this.strict ? STRICT : LAX; }
 
   /** One core call for all entries; bad entries are reported at the exact character. */
   parse(strict: boolean): void {

@@ -8,7 +8,7 @@ import type { SourceLoc } from '../errors.js';
 import type { AddrSet } from '../core/index.js';
 import type { PortRange, Protocol } from './model.js';
 import { AddressPool, NAME_RE, type EntryItem } from './addresses.js';
-import type { Node } from './nodes.js';
+import type { Node, ScalarNode } from './nodes.js';
 import { child, type Reader } from './source.js';
 
 export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp', 'icmp', 'icmpv6', 'all'];
@@ -82,6 +82,21 @@ export function mergePorts(ranges: PortRange[]): PortRange[] {
   return out;
 }
 
+/** parsed CF ports strings (a policy repeats a handful of them); results are shared and frozen */
+const portsCache = new Map<string, PortRange[]>();
+const PORTS_CACHE_MAX = 4096;
+
+function cachedPorts(text: string): PortsResult {
+  const hit = portsCache.get(text);
+  if (hit) return { ok: true, ranges: hit };
+  const res = parsePorts(text);
+  if (res.ok) {
+    if (portsCache.size >= PORTS_CACHE_MAX) portsCache.clear();
+    portsCache.set(text, Object.freeze(res.ranges.map((r) => Object.freeze(r))) as PortRange[]);
+  }
+  return res;
+}
+
 /** Read a ports value; `allowNumber` accepts a bare integer (app rules), CF rules require a string. */
 export function readPorts(r: Reader, raw: Node | null, path: string, allowNumber: boolean): PortRange[] | undefined {
   const s = r.scalar(raw);
@@ -94,15 +109,23 @@ export function readPorts(r: Reader, raw: Node | null, path: string, allowNumber
     r.error(raw, path, `ports must be a string, got ${r.describe(raw)}`, PORTS_FORM);
     return undefined;
   }
-  const res = parsePorts(s.value);
+  const res = cachedPorts(s.value);
   if (res.ok) return res.ranges;
   r.error(s, path, `invalid ports ${JSON.stringify(s.value)}: ${res.reason}`, PORTS_FORM, res.offset);
   return undefined;
 }
 
-/** Split a CF destination (comma list, no whitespace) into entries, as Cloud Controller does. */
-export function readDestination(r: Reader, node: Node | null, path: string, pool: AddressPool, literalOk = false):
-  { text: string; items: EntryItem[]; literal?: AddrSet } | undefined {
+/** A CF destination read: its text and either its literal union or its entries (network names, or for error reports). */
+export interface Destination { text: string; items: EntryItem[]; literal?: AddrSet }
+
+/**
+ * Split a CF destination (comma list, no whitespace) into entries, as Cloud
+ * Controller does. A list of literal entries only is parsed in one core call
+ * straight into its union (`literalOk`, no per-entry objects); otherwise, or
+ * when that parse finds a problem, each entry is read on its own, so that a
+ * message names the entry's own column.
+ */
+export function readDestination(r: Reader, node: Node | null, path: string, pool: AddressPool, literalOk = false): Destination | undefined {
   const s = r.scalar(node);
   if (!s || typeof s.value !== 'string') {
     r.error(node, path, `destination must be a string, got ${r.describe(node)}`, DEST_FORM);
@@ -114,15 +137,16 @@ export function readDestination(r: Reader, node: Node | null, path: string, pool
     r.error(s, path, `destination ${JSON.stringify(text)} must not contain whitespace`, DEST_FORM, ws);
     return undefined;
   }
-  const parts = text.split(',');
   if (literalOk) {
-    const literal = pool.literalUnion(text, parts.length);
+    let count = 1;
+    for (let c = text.indexOf(','); c >= 0; c = text.indexOf(',', c + 1)) count++;
+    const literal = pool.literalUnion(text, count);
     if (literal) return { text, items: [], literal };
   }
   const items: EntryItem[] = [];
   let offset = 0;
   let ok = true;
-  for (const part of parts) {
+  for (const part of text.split(',')) {
     const dash = part.indexOf('-');
     if (part === '') {
       r.error(s, path, text === '' ? 'empty destination' : `empty item in destination ${JSON.stringify(text)}`, DEST_FORM, offset);
@@ -141,51 +165,72 @@ export function readDestination(r: Reader, node: Node | null, path: string, pool
   return ok ? { text, items } : undefined;
 }
 
+// slots of RULE_KEYS
+const PROTOCOL = 0, DESTINATION = 1, PORTS = 2, TYPE = 3, LOG = 5, DESCRIPTION = 6;
+
 /** One ASG rule, checked like Cloud Controller's RulesValidator. */
 export function readCfRule(r: Reader, raw: Node, path: string, pool: AddressPool): RawRule | undefined {
   const m = r.map(raw, path, 'a rule mapping {protocol, destination, ports, type, code, log, description}');
   if (!m) return undefined;
-  const f = r.fieldMap(m, path, RULE_KEYS);
+  const at = r.slots(m, path, RULE_KEYS);
   const errorsBefore = r.diags.errorCount;
   const loc = r.loc(m, path);
-  const present = (k: string) => f.has(k) && !r.isNull(f.get(k)!.value);
+  const value = (k: number): Node | null => (at[k] < 0 ? null : m.values[at[k]]);
+  const present = (k: number): boolean => at[k] >= 0 && !r.isNull(m.values[at[k]]);
 
   let protocol: Protocol | undefined;
-  if (!present('protocol')) r.error(m, child(path, 'protocol'), 'missing protocol', PROTOCOLS.join(' | '));
-  else protocol = r.oneOf(f.get('protocol')!.value, child(path, 'protocol'), PROTOCOLS);
-
-  let dest: { text: string; items: EntryItem[]; literal?: AddrSet } | undefined;
-  if (!present('destination')) r.error(m, child(path, 'destination'), 'missing destination', DEST_FORM);
+  if (!present(PROTOCOL)) r.error(m, child(path, 'protocol'), 'missing protocol', PROTOCOLS.join(' | '));
   else {
-    // icmp/icmpv6 check each entry's family, so they keep the per-entry path
-    const literalOk = protocol !== undefined && protocol !== 'icmp' && protocol !== 'icmpv6';
-    dest = readDestination(r, f.get('destination')!.value, child(path, 'destination'), pool, literalOk);
+    const v = value(PROTOCOL) as ScalarNode;
+    protocol = PROTOCOLS.includes(v.value as Protocol) ? v.value as Protocol : r.oneOf(v, child(path, 'protocol'), PROTOCOLS);
+  }
+
+  let dest: Destination | undefined;
+  if (!present(DESTINATION)) r.error(m, child(path, 'destination'), 'missing destination', DEST_FORM);
+  else {
+    // icmp/icmpv6 take one family: a literal list of the other (or both) is read per entry, to name the entry
+    dest = readDestination(r, value(DESTINATION), child(path, 'destination'), pool, protocol !== undefined);
+    const other = !dest?.literal ? false : protocol === 'icmp' ? dest.literal.v6.length > 0 : protocol === 'icmpv6' ? dest.literal.v4.length > 0 : false;
+    if (other) dest = readDestination(r, value(DESTINATION), child(path, 'destination'), pool, false);
   }
 
   let log = false;
-  if (present('log')) log = r.bool(f.get('log')!.value, child(path, 'log')) ?? false;
-  let description: string | undefined;
-  if (present('description')) description = r.str(f.get('description')!.value, child(path, 'description'));
-
-  const rule: Partial<RawRule> = { protocol, log, loc, ...(description !== undefined ? { description } : {}) };
-  if (protocol === 'tcp' || protocol === 'udp') {
-    if (!present('ports')) r.error(m, child(path, 'ports'), `ports are required for protocol ${protocol}`, PORTS_FORM);
-    else rule.ports = readPorts(r, f.get('ports')!.value, child(path, 'ports'), false);
-  } else if (protocol && present('ports')) {
-    r.error(r.at(f.get('ports')!), child(path, 'ports'), `ports are not allowed for protocol ${protocol}`, 'no ports (ports apply to tcp and udp only)');
+  if (present(LOG)) {
+    const v = value(LOG) as ScalarNode;
+    log = typeof v.value === 'boolean' ? v.value : r.bool(v, child(path, 'log')) ?? false;
   }
-  for (const k of ['type', 'code'] as const) {
-    const kp = child(path, k);
+  let description: string | undefined;
+  if (present(DESCRIPTION)) {
+    const v = value(DESCRIPTION) as ScalarNode;
+    description = typeof v.value === 'string' ? v.value : r.str(v, child(path, 'description'));
+  }
+
+  let ports: PortRange[] | undefined;
+  let icmpType: number | undefined;
+  let icmpCode: number | undefined;
+  if (protocol === 'tcp' || protocol === 'udp') {
+    if (!present(PORTS)) r.error(m, child(path, 'ports'), `ports are required for protocol ${protocol}`, PORTS_FORM);
+    else ports = readPorts(r, value(PORTS), child(path, 'ports'), false);
+  } else if (protocol && present(PORTS)) {
+    r.error(value(PORTS), child(path, 'ports'), `ports are not allowed for protocol ${protocol}`, 'no ports (ports apply to tcp and udp only)');
+  }
+  for (let k = TYPE; k <= TYPE + 1; k++) {
+    const key = RULE_KEYS[k];
     if (protocol === 'icmp' || protocol === 'icmpv6') {
-      if (!present(k)) { r.error(m, kp, `${k} is required for protocol ${protocol}`, ICMP_FORM); continue; }
-      const v = r.int(f.get(k)!.value, kp, -1, 255, ICMP_FORM);
-      if (k === 'type') rule.icmpType = v; else rule.icmpCode = v;
+      if (!present(k)) { r.error(m, child(path, key), `${key} is required for protocol ${protocol}`, ICMP_FORM); continue; }
+      const v = r.int(value(k), child(path, key), -1, 255, ICMP_FORM);
+      if (k === TYPE) icmpType = v; else icmpCode = v;
     } else if (protocol && present(k)) {
-      r.warn(r.at(f.get(k)!), kp, `${k} is ignored for protocol ${protocol}`, `${k} only with icmp or icmpv6`);
+      r.warn(value(k), child(path, key), `${key} is ignored for protocol ${protocol}`, `${key} only with icmp or icmpv6`);
     }
   }
   if (r.diags.errorCount > errorsBefore || !protocol || !dest) return undefined;
-  return { ...(rule as RawRule), items: dest.items, ...(dest.literal ? { literal: dest.literal } : {}), destinationText: dest.text };
+  const rule: RawRule = { protocol, items: dest.items, destinationText: dest.text, log, loc };
+  if (dest.literal) rule.literal = dest.literal;
+  if (ports) rule.ports = ports;
+  if (icmpType !== undefined) { rule.icmpType = icmpType; rule.icmpCode = icmpCode; }
+  if (description !== undefined) rule.description = description;
+  return rule;
 }
 
 export const V3_KEYS = ['guid', 'created_at', 'updated_at', 'name', 'globally_enabled', 'rules', 'relationships', 'links', 'metadata'] as const;

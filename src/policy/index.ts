@@ -28,7 +28,7 @@ import type { Family } from '../core/index.js';
 import { CellwallError, DiagnosticsError, type Diagnostic, type SourceLoc } from '../errors.js';
 import { AddressPool, ENTRY_FORM, NAME_FORM, NAME_RE, Resolver, readEntryList, unionAll, type EntryItem } from './addresses.js';
 import { PROTOCOLS, PORTS_FORM, readCfAsgFile, readCfPolicies, readCfRule, readPorts, type RawAppRule, type RawRule } from './cf.js';
-import type { AppRule, AsgRule, Binding, Egress, Group, Mode, Network, Phase, Policy, Protocol, SecurityGroup, Segment } from './model.js';
+import type { AppRule, AsgRule, Binding, Egress, Group, Mode, Network, Phase, Policy, PortRange, Protocol, SecurityGroup, Segment } from './model.js';
 import { groupStem } from './names.js';
 import type { Node } from './nodes.js';
 import { child, Diags, Reader, SourceFile, suggest, type Field } from './source.js';
@@ -38,6 +38,8 @@ export type * from './model.js';
 
 const TOP_KEYS = ['version', 'mode', 'defaults', 'strict', 'networks', 'security_groups', 'groups', 'segments', 'bindings', 'policies'] as const;
 const PHASES: readonly Phase[] = ['running', 'staging'];
+const APP_RULE_KEYS = ['from', 'to', 'protocol', 'ports', 'type', 'code'] as const;
+const FROM = 0, TO = 1, PROTO = 2, PORTS = 3, TYPE = 4, CODE = 5;
 const MAX_ALIAS_COUNT = 1000;
 const MAX_OVERLAP_CHECK = 500;
 
@@ -304,35 +306,47 @@ class Loader {
   readAppRule(r: Reader, raw: Node, path: string): RawAppRule | undefined {
     const m = r.map(raw, path, 'a rule {from, to, protocol, ports, type, code}');
     if (!m) return undefined;
-    const f = r.fieldMap(m, path, ['from', 'to', 'protocol', 'ports', 'type', 'code']);
+    const at = r.slots(m, path, APP_RULE_KEYS);
     const before = this.diags.errorCount;
-    const names: Record<'from' | 'to', { v?: string; loc?: SourceLoc }> = { from: {}, to: {} };
-    for (const k of ['from', 'to'] as const) {
-      const fld = f.get(k);
-      if (!fld) { r.error(m, child(path, k), `missing ${k}`, 'a group name'); continue; }
-      names[k] = { v: r.str(fld.value, fld.path, 'a group name'), loc: r.loc(r.at(fld), fld.path) };
+    /** a field's value node, or its key when the value is missing (for locations); null when absent */
+    const node = (k: number): Node | null => (at[k] < 0 ? null : m.values[at[k]] ?? m.keys[at[k]]);
+    const names: Array<{ v?: string; loc?: SourceLoc }> = [{}, {}];
+    for (const k of [FROM, TO]) {
+      const key = APP_RULE_KEYS[k];
+      if (at[k] < 0) { r.error(m, child(path, key), `missing ${key}`, 'a group name'); continue; }
+      const fpath = child(path, key);
+      const v = m.values[at[k]];
+      names[k] = { v: v?.kind === 'scalar' && typeof v.value === 'string' ? v.value : r.str(v, fpath, 'a group name'), loc: r.loc(node(k), fpath) };
     }
-    const pf = f.get('protocol');
-    const protocol: Protocol | undefined = pf ? r.oneOf(pf.value, pf.path, PROTOCOLS) : 'all';
-    const rule: Partial<RawAppRule> = { protocol, loc: r.loc(m, path) };
-    const ports = f.get('ports');
+    let protocol: Protocol | undefined = 'all';
+    if (at[PROTO] >= 0) {
+      const v = m.values[at[PROTO]];
+      protocol = v?.kind === 'scalar' && PROTOCOLS.includes(v.value as Protocol) ? v.value as Protocol : r.oneOf(v, child(path, 'protocol'), PROTOCOLS);
+    }
+    const loc = r.loc(m, path);
+    let ports: PortRange[] | undefined;
     if (protocol === 'tcp' || protocol === 'udp') {
-      if (!ports) r.error(m, child(path, 'ports'), `ports are required for protocol ${protocol}`, PORTS_FORM);
-      else rule.ports = readPorts(r, ports.value, ports.path, true);
-    } else if (ports && protocol) {
-      r.error(ports.keyNode, ports.path, `ports are not allowed for protocol ${protocol}`, 'no ports (ports apply to tcp and udp only)');
+      if (at[PORTS] < 0) r.error(m, child(path, 'ports'), `ports are required for protocol ${protocol}`, PORTS_FORM);
+      else ports = readPorts(r, m.values[at[PORTS]], child(path, 'ports'), true);
+    } else if (at[PORTS] >= 0 && protocol) {
+      r.error(m.keys[at[PORTS]], child(path, 'ports'), `ports are not allowed for protocol ${protocol}`, 'no ports (ports apply to tcp and udp only)');
     }
-    for (const k of ['type', 'code'] as const) {
-      const fld = f.get(k);
+    const icmp: number[] = [];
+    for (const k of [TYPE, CODE]) {
+      const key = APP_RULE_KEYS[k];
       if (protocol === 'icmp' || protocol === 'icmpv6') {
-        const v = fld ? r.int(fld.value, fld.path, -1, 255, 'an integer from -1 to 255 (-1 means any)') : -1;
-        if (k === 'type') rule.icmpType = v; else rule.icmpCode = v;
-      } else if (fld && protocol) {
-        r.error(fld.keyNode, fld.path, `${k} is only valid for icmp and icmpv6 (protocol is ${protocol})`, `no ${k}, or protocol icmp/icmpv6`);
+        const v = at[k] >= 0 ? r.int(m.values[at[k]], child(path, key), -1, 255, 'an integer from -1 to 255 (-1 means any)') : -1;
+        icmp.push(v!);
+      } else if (at[k] >= 0 && protocol) {
+        r.error(m.keys[at[k]], child(path, key), `${key} is only valid for icmp and icmpv6 (protocol is ${protocol})`, `no ${key}, or protocol icmp/icmpv6`);
       }
     }
-    if (this.diags.errorCount > before || !names.from.v || !names.to.v || !protocol) return undefined;
-    return { ...(rule as RawAppRule), from: names.from.v, fromLoc: names.from.loc!, to: names.to.v, toLoc: names.to.loc! };
+    const [from, to] = names;
+    if (this.diags.errorCount > before || !from.v || !to.v || !protocol) return undefined;
+    const rule: RawAppRule = { protocol, loc, from: from.v, fromLoc: from.loc!, to: to.v, toLoc: to.loc! };
+    if (ports) rule.ports = ports;
+    if (icmp.length) { rule.icmpType = icmp[0]; rule.icmpCode = icmp[1]; }
+    return rule;
   }
 
   async readPolicies(r: Reader, f: Field): Promise<void> {
@@ -414,12 +428,14 @@ class Loader {
       asg.rules.forEach((raw, index) => {
         const dest = this.destination(res, raw);
         if (!dest) return;
-        rules.push({
-          asg: asg.name, index, protocol: raw.protocol, destination: dest, destinationText: raw.destinationText,
-          ...(raw.ports ? { ports: raw.ports } : {}),
-          ...(raw.icmpType !== undefined ? { icmpType: raw.icmpType, icmpCode: raw.icmpCode } : {}),
-          log: raw.log, ...(raw.description !== undefined ? { description: raw.description } : {}), loc: raw.loc,
-        });
+        // fields in the model's order; optional ones only when set
+        const rule = { asg: asg.name, index, protocol: raw.protocol, destination: dest, destinationText: raw.destinationText } as AsgRule;
+        if (raw.ports) rule.ports = raw.ports;
+        if (raw.icmpType !== undefined) { rule.icmpType = raw.icmpType; rule.icmpCode = raw.icmpCode; }
+        rule.log = raw.log;
+        if (raw.description !== undefined) rule.description = raw.description;
+        rule.loc = raw.loc;
+        rules.push(rule);
       });
       securityGroups.set(asg.name, { name: asg.name, rules, loc: asg.loc });
     }

@@ -297,6 +297,23 @@ export class Reader {
     return key;
   }
 
+  /**
+   * The entries of a mapping by allowed key, without per-field objects (hot
+   * paths): slot k holds the entry index of key allowed[k], or -1 when it is
+   * absent. Other keys are reported as fields() reports them; a repeated key
+   * keeps its last entry.
+   */
+  slots(map: MapNode, path: string, allowed: readonly string[], hint?: string): number[] {
+    const at = new Array<number>(allowed.length).fill(-1);
+    for (let i = 0; i < map.keys.length; i++) {
+      const k = map.keys[i];
+      const slot = k !== null && k.kind === 'scalar' ? allowed.indexOf(k.value as string) : -1;
+      if (slot >= 0) at[slot] = i;
+      else this.key(map, i, path, allowed, hint);
+    }
+    return at;
+  }
+
   /** fields by key (the last one wins; duplicates are already errors) */
   fieldMap(map: MapNode, path: string, allowed?: readonly string[], hint?: string): Map<string, Field> {
     return new Map(this.fields(map, path, allowed, hint).map((f) => [f.key, f]));
