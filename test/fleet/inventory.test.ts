@@ -1,9 +1,12 @@
 import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseInventory, resolveSegments } from '../../src/fleet/inventory.js';
 import { sshArgs } from '../../src/fleet/ssh.js';
 import { buildScript, remoteCommand, shq } from '../../src/fleet/script.js';
 import { bundleHash } from '../../src/fleet/bundle.js';
-import { applyStream, parseCellCpu, parseMaxInFlight } from '../../src/fleet/push.js';
+import { applyStream, parseCellCpu, parseMaxInFlight, rawSegments } from '../../src/fleet/push.js';
 import { bundlePart } from '../../src/fleet/plan.js';
 import { diffPart, lineDiff, normalizeRule } from '../../src/fleet/plan.js';
 import { DiagnosticsError } from '../../src/errors.js';
@@ -132,6 +135,22 @@ describe('transport and stream', () => {
     expect(parseCellCpu('no marker')).toBe(0);
     // the probe (bootstrap shell) and the stream's shell each print one: both count
     expect(parseCellCpu('CW-PROBE a b c\nCW-CPU 0m0.010s 0m0.000s\n0m0.000s 0m0.000s\nCW-RESULT changed\nCW-CPU 0m0.020s 0m0.000s\n0m1.000s 0m0.000s\n')).toBe(1030);
+  });
+
+  it('reads only the segments of a policy for --bundles (no validation; JSON as JSON)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cw-raw-'));
+    try {
+      const f = join(dir, 'p.json');
+      writeFileSync(f, JSON.stringify({ version: 1, not_a_key: true, segments: { a: { cells: { instance_group: 'g-a' } }, b: {} } }));
+      const r = rawSegments(f);
+      expect(r.segments).toEqual(['a', 'b']);
+      expect([...r.instanceGroups]).toEqual([['g-a', 'a']]);
+      writeFileSync(f, 'segments: {x: {cells: {instance_group: gx}}}\n');
+      expect([...rawSegments(f).instanceGroups]).toEqual([['gx', 'x']]);
+      writeFileSync(f, 'segments: [unclosed\n');
+      expect(() => rawSegments(f)).toThrow(/p\.json: cannot parse the policy/);
+      expect(() => rawSegments(join(dir, 'none.yaml'))).toThrow(/none\.yaml: cannot read the policy \(ENOENT\)/);
+    } finally { rmSync(dir, { recursive: true, force: true }); }
   });
 
   it('parses --max-in-flight as a number or a percentage', () => {

@@ -101,6 +101,17 @@ describe.skipIf(gate.skip)('cellwall push over ssh', () => {
     expect(d4.diff.rulesChanged).toEqual([['CW-sega-R', 3, 4]]);
   });
 
+  it('--bundles: the policy is not loaded (not even read for a YAML inventory); segments come from the bundle dirs', async () => {
+    const inv = fleet.inventory([0, 6].map((i) => ({ i, segment: segOf(i) })));
+    const r = await fleet.run('node', [CLI, 'push', join(tmp, 'no-such-policy.yaml'), '--inventory', inv, '--bundles', v1, '--json', '--dry-run', '--max-in-flight', '2']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(json(r).summary.unchanged).toBe(2);
+    const bad = fleet.inventory([{ i: 0, segment: 'seg-zz' }]);
+    const e = await fleet.run('node', [CLI, 'push', POLICY, '--inventory', bad, '--bundles', v1]);
+    expect(e.code).toBe(1);
+    expect(e.stderr).toMatch(/cells\[0\]\.segment: unknown segment "seg-zz".*one of a bundle in .*v1: seg-a, seg-b/s);
+  });
+
   it('fast path: an unchanged cell is skipped without the bundle; drift (rule or set entry) is still re-pushed', async () => {
     const inv = fleet.inventory([3, 4, 5].map((i) => ({ i, segment: 'seg-a' })));
     const stateA = fleet.cwState(3);
