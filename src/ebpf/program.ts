@@ -220,6 +220,20 @@ function conntrack(a: Asm, lookup: (map: string, keyOff: number) => void, copy: 
  * conntrack (needs kfunc support; load it first and fall back to the default).
  */
 export function buildObject(opts: ProgramOptions = {}): Buffer {
+  return objectFor(opts);
+}
+
+/**
+ * The objects a loader should try, in order: the conntrack program, then the
+ * stateless one for kernels where libbpf or the verifier refuse the kfuncs
+ * (no kernel BTF, nf_conntrack without BPF support, kernel < 6.0); say which
+ * one was loaded. Both read the same maps.
+ */
+export function objectsToTry(): Array<{ variant: 'conntrack' | 'stateless'; object: Buffer }> {
+  return [{ variant: 'conntrack', object: buildObject({ conntrack: true }) }, { variant: 'stateless', object: buildObject() }];
+}
+
+function objectFor(opts: ProgramOptions): Buffer {
   const a = classifier(opts);
   return writeElf({
     section: PROGRAM_SECTION, name: PROGRAM_NAME, code: a.bytes(), mapRefs: a.mapRefs, maps: mapDefs(), license: 'GPL',

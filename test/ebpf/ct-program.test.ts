@@ -19,7 +19,7 @@ import { compileSegment } from '../../src/compile/index.js';
 import { evaluatePlan, type Packet, type PacketProto } from '../../src/compile/evaluate.js';
 import { mapsBtf } from '../../src/ebpf/elf.js';
 import { planMaps } from '../../src/ebpf/maps.js';
-import { buildObject, CT_KFUNCS, ESTABLISHED_KEY, MAP_NAMES, mapDefs, TC_ACT_OK, TC_ACT_SHOT, VERDICT } from '../../src/ebpf/program.js';
+import { buildObject, CT_KFUNCS, ESTABLISHED_KEY, MAP_NAMES, mapDefs, objectsToTry, TC_ACT_OK, TC_ACT_SHOT, VERDICT } from '../../src/ebpf/program.js';
 import { genPolicy, Rand, SOURCES, UNGOVERNED } from '../kernel/gen.js';
 import { expectedAction, simulate } from './sim.js';
 
@@ -62,6 +62,9 @@ describe('conntrack object', () => {
     }
     // every other relocation is a map load
     expect(ct.relocs.filter((r) => r.type !== 10).every((r) => r.type === 1 && r.code === 0x18)).toBe(true);
+    expect(objectsToTry().map((o) => o.variant)).toEqual(['conntrack', 'stateless']);
+    expect(objectsToTry()[0].object.equals(buildObject({ conntrack: true }))).toBe(true);
+    expect(objectsToTry()[1].object.equals(buildObject())).toBe(true);
     const plain = readElf(buildObject());
     expect(plain.syms.map((s) => s.name)).not.toContain('bpf_skb_ct_lookup');
     expect(plain.relocs.every((r) => r.type === 1)).toBe(true);
