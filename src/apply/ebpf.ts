@@ -21,7 +21,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CellwallError } from '../errors.js';
 import {
-  attach, contentsHash, fill, generation, loadObject, pinnedProgId, readMaps, unattach,
+  attach, canonicalContents, contentsHash, fill, generation, loadObject, pinnedProgId, readMaps, unattach,
   type Exec, type FillMethod, type Generation,
 } from '../ebpf/load.js';
 import type { MapContents, MapMember } from '../ebpf/maps.js';
@@ -165,14 +165,18 @@ export async function loadEbpfInput(spec: InputSpec): Promise<EbpfInput> {
   };
 }
 
-/** the map contents to install: the compiled policy plus the dynamic members recorded in the state dir */
+/**
+ * The map contents to install: the compiled policy plus the dynamic members
+ * recorded in the state dir, source classes with equal rows merged
+ * (canonicalContents: members of one signature share a class).
+ */
 export async function wantedContents(input: EbpfInput, members: MapMember[]): Promise<MapContents> {
   const { planMaps } = await import('../ebpf/maps.js');
-  if (members.length === 0 && input.maps) return input.maps;
-  return planMaps(await input.plan(), { members });
+  if (members.length === 0 && input.maps) return canonicalContents(input.maps);
+  return canonicalContents(planMaps(await input.plan(), { members }));
 }
 
-const targetOf = (object: Buffer, mapsHash: string): string => sha(`cellwall.bpf.o\0${sha(object.toString('base64'))}\0maps\0${mapsHash}`);
+export const targetOf = (object: Buffer, mapsHash: string): string => sha(`cellwall.bpf.o\0${sha(object.toString('base64'))}\0maps\0${mapsHash}`);
 
 function describe(e: unknown): string {
   if (e instanceof StepError) return `step ${e.step}: ${e.message}`;

@@ -183,6 +183,65 @@ export function contentsHash(c: MapContents): string {
   return h.digest('hex');
 }
 
+/**
+ * The same policy with source classes that have identical verdict rows merged
+ * into one, and source class ids numbered by their rows (not by their
+ * prefixes): e.g. every dynamic member with the same home class, phase and
+ * groups shares one class. Same verdicts for every packet (a class only
+ * selects rows), fewer rows, and adding a prefix to an existing class leaves
+ * every id as it was: so a member whose class exists can be added to the
+ * live maps with one LPM insert and the result still hashes like a full
+ * rebuild. Destination classes are kept as they are.
+ */
+export function canonicalContents(c: MapContents): MapContents {
+  const srcMaps = [MAP_NAMES.src4, MAP_NAMES.src6];
+  const rows = new Map<number, MapEntry[]>();
+  for (const e of c.maps[MAP_NAMES.verdict] ?? []) {
+    const id = e.key.readUInt16BE(4);
+    let l = rows.get(id);
+    if (!l) rows.set(id, (l = []));
+    l.push(e);
+  }
+  const used = new Set<number>();
+  for (const n of srcMaps) for (const e of c.maps[n] ?? []) used.add(e.value.readUInt16BE(0));
+  // a class's signature: its rows without the source class bytes, sorted
+  const sigOf = new Map<number, string>();
+  for (const id of [...used, ...rows.keys()]) {
+    if (sigOf.has(id)) continue;
+    const parts = (rows.get(id) ?? []).map((e) => {
+      const k = Buffer.from(e.key);
+      k.writeUInt16BE(0, 4);
+      return `${k.toString('hex')}=${e.value.toString('hex')}`;
+    }).sort();
+    sigOf.set(id, parts.join(','));
+  }
+  const sigs = [...new Set([...used].map((id) => sigOf.get(id)!))].sort();
+  const newId = new Map(sigs.map((s, i) => [s, i + 1]));
+  const remap = (id: number): number => newId.get(sigOf.get(id)!)!;
+  const maps: Record<string, MapEntry[]> = { ...c.maps };
+  for (const n of srcMaps) {
+    if (!c.maps[n]) continue;
+    maps[n] = c.maps[n].map((e) => {
+      const v = Buffer.from(e.value);
+      v.writeUInt16BE(remap(e.value.readUInt16BE(0)), 0);
+      return { key: e.key, value: v };
+    });
+  }
+  // one set of rows per merged class (rows of classes no prefix selects are dropped: unreachable)
+  const from = new Map<number, number>();
+  for (const id of [...rows.keys()].sort((a, b) => a - b)) if (used.has(id) && !from.has(remap(id))) from.set(remap(id), id);
+  const verdict: MapEntry[] = [];
+  for (const [to, id] of [...from].sort((a, b) => a[0] - b[0])) {
+    for (const e of rows.get(id)!) {
+      const k = Buffer.from(e.key);
+      k.writeUInt16BE(to, 4);
+      verdict.push({ key: k, value: e.value });
+    }
+  }
+  if (c.maps[MAP_NAMES.verdict]) maps[MAP_NAMES.verdict] = verdict;
+  return { maps, stats: { ...c.stats, srcClasses: newId.size, verdicts: verdict.length } };
+}
+
 /** id of the program pinned at `prog` (bpftool -j prog show pinned) */
 export async function pinnedProgId(exec: Exec, prog: string): Promise<number> {
   const j = JSON.parse(await exec(['bpftool', '-j', 'prog', 'show', 'pinned', prog])) as { id: number };
