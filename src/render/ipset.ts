@@ -38,9 +38,23 @@ export function renderIpset(plan: Plan): string {
     commentLine(`cellwall ${plan.cellwallVersion} segment ${plan.segment} policy ${plan.policyHash}`),
     commentLine('load with: ipset restore (before iptables-restore / ip6tables-restore)'),
   ];
-  for (const f of [4, 6] as const) for (const s of plan.families[f].sets) renderSet(s, lines);
+  for (const s of loadOrder(plan)) renderSet(s, lines);
   lines.push('');
   return lines.join('\n');
+}
+
+/**
+ * Both families' sets, largest first, then the (empty) dynamic member sets,
+ * then the list:set sets (after their members). The kernel and the ipset tool
+ * find a set by name with a linear scan in creation order, once per `add`
+ * line: with the biggest sets created first, the millions of `add` lines of a
+ * CF-scale payload each stop after a few names (at a tenth of CF scale this
+ * cut ipset restore's user CPU from 1.47 s to 0.55 s).
+ */
+export function loadOrder(plan: Plan): PlanSet[] {
+  const all = [...plan.families[4].sets, ...plan.families[6].sets];
+  const rank = (s: PlanSet) => (s.kind.type === 'list' ? 2 : s.kind.type === 'dynamic' ? 1 : 0);
+  return all.sort((a, b) => rank(a) - rank(b) || b.entries - a.entries || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 function familyWord(f: Family): string {
