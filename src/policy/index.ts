@@ -67,9 +67,13 @@ function canonicalOf(src: SourceFile, r: Reader): string {
   try {
     return src.canonical(MAX_ALIAS_COUNT);
   } catch (e) {
-    r.error(src.root, '', `cannot expand the document: ${(e as Error).message}`, `at most ${MAX_ALIAS_COUNT} alias expansions`);
+    aliasError(src, r, e);
     return 'null';
   }
+}
+
+function aliasError(src: SourceFile, r: Reader, e: unknown): void {
+  r.error(src.root, '', `cannot expand the document: ${(e as Error).message}`, `at most ${MAX_ALIAS_COUNT} alias expansions`);
 }
 
 interface RawGroup { name: string; kind: 'static' | 'dynamic'; items?: EntryItem[]; loc: SourceLoc; keyLoc: SourceLoc }
@@ -496,7 +500,14 @@ class Loader {
 
     // the canonical JSON of {policy, files}: keys sorted
     const files = [...this.files].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([name, c]) => `${JSON.stringify(name)}:${c}`);
-    const hash = createHash('sha256').update(`{"files":{${files.join(',')}},"policy":${canonicalOf(src, r)}}`).digest('hex');
+    const h = createHash('sha256').update(`{"files":{${files.join(',')}},"policy":`);
+    try {
+      src.writeCanonical(MAX_ALIAS_COUNT, (chunk) => h.update(chunk));
+    } catch (e) {
+      aliasError(src, r, e);
+      h.update('null');
+    }
+    const hash = h.update('}').digest('hex');
     return {
       file: this.file, hash, version: 1, mode: this.mode, defaults: this.defaults, networks, securityGroups, groups, segments,
       bindings, policies: { default: this.appDefault, rules }, warnings: this.diags.items.filter((d) => d.severity === 'warning').sort(byPosition([this.file])),

@@ -17,6 +17,9 @@ import type { MapNode, Node, ScalarNode, SeqNode } from './nodes.js';
 
 /** deeper documents go to the YAML parser (the scanner recurses) */
 const MAX_DEPTH = 500;
+/** the short-string cache: strings per first character, longest string */
+const SEEN_PER_CHAR = 16;
+const SEEN_MAX_LENGTH = 24;
 /** maps with more keys than this check duplicates through a Set */
 const LINEAR_DUP_CHECK = 12;
 
@@ -164,9 +167,36 @@ class Scanner {
     }
   }
 
+  /**
+   * Short strings seen before (keys, protocols, ports repeat all over a
+   * generated policy), by first character: taken from here instead of being
+   * allocated again.
+   */
+  private readonly seen: string[][] = Array.from({ length: 128 }, () => []);
+
   private string(): ScalarNode {
     const t = this.text;
     const start = this.pos;
+    const c0 = t.charCodeAt(start + 1);
+    const bucket = c0 < 128 ? this.seen[c0] : undefined;
+    if (bucket) {
+      for (const known of bucket) {
+        const end = start + 1 + known.length;
+        if (t.charCodeAt(end) === QUOTE && t.startsWith(known, start + 1)) {
+          this.pos = end + 1;
+          return { kind: 'scalar', start, end: end + 1, value: known, quoted: true };
+        }
+      }
+    }
+    const node = this.plainString(start);
+    const v = node.value as string;
+    if (bucket && bucket.length < SEEN_PER_CHAR && v.length <= SEEN_MAX_LENGTH && node.end - start === v.length + 2) bucket.push(v);
+    return node;
+  }
+
+  /** a string without the cache; escapes go to escapedString */
+  private plainString(start: number): ScalarNode {
+    const t = this.text;
     let i = start + 1;
     for (;;) {
       const c = t.charCodeAt(i);

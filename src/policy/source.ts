@@ -87,28 +87,67 @@ export function canonical(v: unknown): string {
 
 /**
  * canonical() of a JSON-scanned tree, straight from the nodes (no plain
- * copy of the document): a string without escapes is its own source text.
+ * copy of the document), written in chunks: a string without escapes is its
+ * own source text.
  */
-function canonicalJson(n: Node | null, text: string): string {
-  if (n === null) return 'null';
-  if (n.kind === 'scalar') {
+class CanonicalJson {
+  private out = '';
+  constructor(private readonly text: string, private readonly write: (chunk: string) => void) {}
+
+  run(root: Node | null): void {
+    this.node(root);
+    this.write(this.out);
+  }
+
+  private node(n: Node | null): void {
+    if (this.out.length > CANONICAL_CHUNK) { this.write(this.out); this.out = ''; }
+    if (n === null) { this.out += 'null'; return; }
+    if (n.kind === 'scalar') { this.out += this.scalar(n); return; }
+    if (n.kind === 'seq') {
+      this.out += '[';
+      for (let i = 0; i < n.items.length; i++) {
+        if (i > 0) this.out += ',';
+        this.node(n.items[i]);
+      }
+      this.out += ']';
+      return;
+    }
+    if (n.kind === 'map') {
+      const keys = n.keys as ScalarNode[];
+      const order = sortedKeys(keys);
+      this.out += '{';
+      for (let j = 0; j < order.length; j++) {
+        const i = order[j];
+        this.out += j > 0 ? `,${this.scalar(keys[i])}:` : `${this.scalar(keys[i])}:`;
+        this.node(n.values[i]);
+      }
+      this.out += '}';
+      return;
+    }
+    this.out += 'null';
+  }
+
+  private scalar(n: ScalarNode): string {
     const v = n.value;
-    if (typeof v === 'string' && n.end - n.start === v.length + 2) return text.slice(n.start, n.end);
+    if (typeof v === 'string' && n.end - n.start === v.length + 2) return this.text.slice(n.start, n.end);
     return JSON.stringify(v ?? null);
   }
-  if (n.kind === 'seq') {
-    const parts = new Array<string>(n.items.length);
-    for (let i = 0; i < parts.length; i++) parts[i] = canonicalJson(n.items[i], text);
-    return `[${parts.join(',')}]`;
+}
+
+/** flush the canonical text to its consumer in chunks of about this many characters */
+const CANONICAL_CHUNK = 1 << 16;
+
+/** entry indices of a mapping ordered by key (UTF-16 order, as Array.prototype.sort orders strings) */
+function sortedKeys(keys: ScalarNode[]): number[] {
+  const order = new Array<number>(keys.length);
+  for (let i = 0; i < keys.length; i++) {
+    // insertion sort: mappings are small, and often nearly sorted
+    const k = keys[i].value as string;
+    let j = i;
+    while (j > 0 && (keys[order[j - 1]].value as string) > k) { order[j] = order[j - 1]; j--; }
+    order[j] = i;
   }
-  if (n.kind === 'map') {
-    const keys = n.keys as ScalarNode[];
-    const order = keys.map((_, i) => i);
-    order.sort((a, b) => { const x = keys[a].value as string, y = keys[b].value as string; return x < y ? -1 : x > y ? 1 : 0; });
-    const parts = order.map((i) => `${canonicalJson(keys[i], text)}:${canonicalJson(n.values[i], text)}`);
-    return `{${parts.join(',')}}`;
-  }
-  return 'null';
+  return order;
 }
 
 /** The YAML parser's tree as reader nodes; an alias becomes its anchored node (null when unresolved). */
@@ -192,8 +231,15 @@ export class SourceFile {
    * when YAML aliases expand more than maxAliasCount times.
    */
   canonical(maxAliasCount: number): string {
-    if (this.doc) return canonical(this.doc.toJS({ maxAliasCount }));
-    return canonicalJson(this.root, this.text);
+    const chunks: string[] = [];
+    this.writeCanonical(maxAliasCount, (c) => chunks.push(c));
+    return chunks.join('');
+  }
+
+  /** canonical(), written in chunks (nothing is written when it throws) */
+  writeCanonical(maxAliasCount: number, write: (chunk: string) => void): void {
+    if (this.doc) write(canonical(this.doc.toJS({ maxAliasCount })));
+    else new CanonicalJson(this.text, write).run(this.root);
   }
 
   /** Location of a node (or of a character inside a single-line scalar when offset is given). */
