@@ -24,6 +24,9 @@ export function register(program: Command, ctx: CliContext): void {
       const r = await runMembers({ action, group, phase: o.phase, addresses, backend: o.backend, stateDir: o.stateDir, log });
       if (o.json) ctx.stdout.write(JSON.stringify(r) + '\n');
       else if (action === 'list') ctx.stdout.write(r.members.map((m) => m + '\n').join(''));
-      else ctx.stdout.write(`${action === 'add' ? 'added' : 'removed'} ${r.members.length} ${r.phase} member(s) of ${r.group}\n`);
+      else {
+        const how = r.ebpf ? (r.ebpf.path === 'lpm' ? ` (${r.ebpf.updates} LPM update(s) in the live maps of ${r.ebpf.generation})` : ` (new generation ${r.ebpf.generation})`) : '';
+        ctx.stdout.write(`${action === 'add' ? 'added' : 'removed'} ${r.members.length} ${r.phase} member(s) of ${r.group}${how}\n`);
+      }
     });
 }

@@ -151,16 +151,16 @@ const KEY_BYTES: Record<string, number> = {
   [MAP_NAMES.src4]: KEY_SIZE.addr4, [MAP_NAMES.dst4]: KEY_SIZE.addr4, [MAP_NAMES.src6]: KEY_SIZE.addr6, [MAP_NAMES.dst6]: KEY_SIZE.addr6, [MAP_NAMES.verdict]: KEY_SIZE.verdict,
 };
 
-/** read a generation's maps back (`bpftool map dump -j` on each pinned map); entries sorted by key */
-export async function readMaps(exec: Exec, g: Generation): Promise<MapContents> {
+/** read a generation's maps back (`bpftool map dump -j` on each pinned map, or only `names`); entries sorted by key */
+export async function readMaps(exec: Exec, g: Generation, names: string[] = Object.keys(KEY_BYTES)): Promise<MapContents> {
   const maps: Record<string, MapEntry[]> = {};
-  for (const name of Object.keys(KEY_BYTES)) {
+  for (const name of names) {
     const out = await exec(['bpftool', '-j', 'map', 'dump', 'pinned', join(g.maps, name)]);
     const items = JSON.parse(out) as Array<{ key: string[]; value: string[] }>;
     const bytes = (xs: string[]) => Buffer.from(xs.map((x) => parseInt(x, 16)));
     maps[name] = sortEntries(items.map((it) => ({ key: bytes(it.key), value: bytes(it.value) })));
   }
-  return { maps, stats: { srcClasses: 0, dstClasses: 0, verdicts: maps[MAP_NAMES.verdict].length, evaluations: 0 } };
+  return { maps, stats: { srcClasses: 0, dstClasses: 0, verdicts: maps[MAP_NAMES.verdict]?.length ?? 0, evaluations: 0 } };
 }
 
 function sortEntries(es: MapEntry[]): MapEntry[] {

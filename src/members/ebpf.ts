@@ -5,10 +5,22 @@
  * kept in STATE/ebpf/applied.json) with every recorded member as a source
  * class of its own, and installs them as a new generation with the same
  * atomic swap, verify and rollback as `apply --backend ebpf` (under the same
- * lock). Fine at small scale: each change re-evaluates the policy's maps.
+ * lock). The installed maps are canonical (src/ebpf/load.ts
+ * canonicalContents): members with the same signature (the static sets
+ * holding the address, phase, groups) share one source class. So when every
+ * changed address has a signature some unchanged member already has, the
+ * change is made in the live generation's `cw_src4/6` directly: one LPM
+ * update (or delete) per address, no re-evaluation, and the result is what a
+ * rebuild would install. Anything else (a new signature, a class that would
+ * lose its last prefix, a CIDR member) rebuilds.
  */
+import { join } from 'node:path';
+import { writeFile, rm } from 'node:fs/promises';
+import type { Plan } from '../compile/plan.js';
+import { AddrSet } from '../core/index.js';
 import { CellwallError } from '../errors.js';
-import type { MapMember } from '../ebpf/maps.js';
+import type { Exec, Generation } from '../ebpf/load.js';
+import type { MapEntry, MapMember } from '../ebpf/maps.js';
 import { dynamicSetName } from '../policy/names.js';
 import type { MembersRequest, MembersResult } from './index.js';
 
@@ -62,14 +74,156 @@ export async function runMembersEbpf(req: MembersRequest, addresses: Array<{ fam
       object: Buffer.from(applied.object, 'base64'), texts, maps: null, source: applied.source, policyHash: applied.policyHash,
       segment: applied.segment, stamp: '', plan: async () => plan,
     };
+    const { generation, contentsHash, readMaps } = await import('../ebpf/load.js');
+    const { hostExec, ebpfStateDir } = await import('../state/ebpf.js');
+    const g = generation(manifest.root, manifest.generation);
+    let updates: number | null = null;
     try {
-      await ebpf.applyEbpfLocked(input, { stateDir: o.stateDir, root: manifest.root, devices: manifest.devices, fill: manifest.fill?.method, log: o.log }, next);
+      updates = await lpmChange(hostExec, g, plan, current, next, new Set(changed), ebpfStateDir(o.stateDir));
+    } catch (e) {
+      o.log(`updating the live maps in place failed (${(e as Error).message.split('\n')[0]}); installing a new generation instead`);
+      updates = null;
+    }
+    if (updates !== null) {
+      // the live maps are now what a rebuild would install: record their hash so that apply finds them in sync
+      const hash = contentsHash(await readMaps(hostExec, g));
+      const { manifestPath: mp, writeAtomic } = await import('../apply/statedir.js');
+      await writeAtomic(mp(o.stateDir), JSON.stringify({
+        ...manifest, time: new Date().toISOString(), payloadHash: ebpf.targetOf(input.object, hash), hashes: { maps: hash }, members: next.length,
+      }, null, 2) + '\n');
+      return { group: req.group, phase: req.phase, sets, members: changed, ebpf: { path: 'lpm', updates, generation: manifest.generation } };
+    }
+    let r;
+    try {
+      r = await ebpf.applyEbpfLocked(input, { stateDir: o.stateDir, root: manifest.root, devices: manifest.devices, fill: manifest.fill?.method, log: o.log }, next);
     } catch (e) {
       await writeMembers(o.stateDir, current);
       throw e;
     }
-    return { group: req.group, phase: req.phase, sets, members: changed };
+    return { group: req.group, phase: req.phase, sets, members: changed, ebpf: { path: 'generation', updates: r.fill?.entries ?? 0, generation: r.plan.generation ?? manifest.generation } };
   } finally {
     await lock.release();
   }
+}
+
+/** a v4 or v6 address's position in the family's space */
+function addrValue(a: AddrSet, f: 4 | 6): bigint {
+  return f === 4 ? BigInt(a.v4[0]) : (a.v6[0] << 64n) | a.v6[1];
+}
+
+/** the plan's address leaves of family f: every net set and every net,port entry (source or destination) */
+function leaves(plan: Plan, f: 4 | 6): Array<{ name: string; addrs: AddrSet }> {
+  const out: Array<{ name: string; addrs: AddrSet }> = [];
+  for (const s of plan.families[f].sets) {
+    const k = s.kind;
+    if (k.type === 'net') out.push({ name: s.name, addrs: k.addrs });
+    else if (k.type === 'net,port') k.byPort.forEach((e, i) => out.push({ name: `${s.name}#${i}`, addrs: e.addrs }));
+  }
+  return out;
+}
+
+/** inclusive ranges of a family of an AddrSet */
+function rangesOf(a: AddrSet, f: 4 | 6): Array<[bigint, bigint]> {
+  const out: Array<[bigint, bigint]> = [];
+  if (f === 4) for (let i = 0; i < a.v4.length; i += 2) out.push([BigInt(a.v4[i]), BigInt(a.v4[i + 1])]);
+  else for (let i = 0; i < a.v6.length; i += 4) out.push([(a.v6[i] << 64n) | a.v6[i + 1], (a.v6[i + 2] << 64n) | a.v6[i + 3]]);
+  return out;
+}
+
+/** LPM key of a host address: prefix length (LE) then the address bytes */
+function hostKey(v: bigint, f: 4 | 6): Buffer {
+  const n = f === 4 ? 4 : 16;
+  const k = Buffer.alloc(4 + n);
+  k.writeUInt32LE(n * 8, 0);
+  for (let i = n - 1; i >= 0; i--) { k[4 + i] = Number(v & 0xffn); v >>= 8n; }
+  return k;
+}
+
+const hex = (b: Buffer): string[] => [...b].map((x) => x.toString(16).padStart(2, '0'));
+
+/**
+ * Make the membership change in the live maps with one LPM update/delete per
+ * changed address, when that gives exactly the canonical maps a rebuild would
+ * install; returns the number of updates, or null when a rebuild is needed.
+ */
+async function lpmChange(exec: Exec, g: Generation, plan: Plan, before: MapMember[], after: MapMember[], changed: Set<string>, scratch: string): Promise<number | null> {
+  const { MAP_NAMES } = await import('../ebpf/program.js');
+  const { readMaps } = await import('../ebpf/load.js');
+  const parsed = new Map<string, { f: 4 | 6; v: bigint }>();
+  for (const m of [...before, ...after]) {
+    if (parsed.has(m.addr)) continue;
+    const a = AddrSet.of([m.addr]);
+    const f = a.v4.length ? 4 : 6;
+    const r = rangesOf(a, f)[0];
+    if (!r || r[0] !== r[1]) return null; // a CIDR member: rebuild
+    parsed.set(m.addr, { f, v: addrValue(a, f) });
+  }
+  const leafCache = { 4: leaves(plan, 4), 6: leaves(plan, 6) };
+  const inLeaves = (addr: string): { key: string; edge: boolean } => {
+    const { f, v } = parsed.get(addr)!;
+    const names: string[] = [];
+    let edge = false;
+    for (const l of leafCache[f]) {
+      for (const [s, e] of rangesOf(l.addrs, f)) {
+        if (v === s || v === e || v === s - 1n || v === e + 1n) edge = true;
+        if (s <= v && v <= e) { names.push(l.name); break; }
+      }
+    }
+    return { key: `${f}|${names.join(',')}`, edge };
+  };
+  const sig = (m: MapMember): string => `${inLeaves(m.addr).key}|${m.phase}|${[...m.groups].sort().join(',')}`;
+  const live = await readMaps(exec, g, [MAP_NAMES.src4, MAP_NAMES.src6]);
+  const entries = (f: 4 | 6): MapEntry[] => live.maps[f === 4 ? MAP_NAMES.src4 : MAP_NAMES.src6];
+  const classAt = (addr: string): number | undefined => {
+    const { f, v } = parsed.get(addr)!;
+    const k = hostKey(v, f);
+    return entries(f).find((e) => e.key.equals(k))?.value.readUInt16BE(0);
+  };
+  const ops: Array<{ map: string; key: Buffer; cls: number | null }> = [];
+  const losing = new Map<number, number>();
+  for (const addr of changed) {
+    const { f, v } = parsed.get(addr)!;
+    const now = after.find((m) => m.addr === addr);
+    const was = before.find((m) => m.addr === addr);
+    let cls: number | null = null;
+    if (now) {
+      const s = sig(now);
+      const groups = [...now.groups].sort().join(',');
+      const peer = before.find((m) => m.phase === now.phase && [...m.groups].sort().join(',') === groups && !changed.has(m.addr) && after.some((x) => x.addr === m.addr) && sig(m) === s);
+      const c = peer ? classAt(peer.addr) : undefined;
+      if (c === undefined) return null; // no class with this signature yet
+      cls = c;
+    } else if (inLeaves(addr).edge) {
+      return null; // a static prefix may sit exactly at this address (the member's entry replaced it): rebuild
+    }
+    if (was) {
+      const old = classAt(addr);
+      if (old === undefined) return null; // the live maps do not hold what members.json says: rebuild
+      if (old !== cls) losing.set(old, (losing.get(old) ?? 0) + 1);
+    }
+    ops.push({ map: f === 4 ? MAP_NAMES.src4 : MAP_NAMES.src6, key: hostKey(v, f), cls });
+  }
+  // a class left without any prefix would keep unreachable rows a rebuild drops
+  for (const [cls, n] of losing) {
+    const total = [...entries(4), ...entries(6)].filter((e) => e.value.readUInt16BE(0) === cls).length;
+    if (total - n <= 0) return null;
+  }
+  const lines = ops.map((op) => {
+    const path = join(g.maps, op.map);
+    if (op.cls === null) return `map delete pinned ${path} key hex ${hex(op.key).join(' ')}`;
+    const val = Buffer.alloc(4);
+    val.writeUInt16BE(op.cls, 0);
+    return `map update pinned ${path} key hex ${hex(op.key).join(' ')} value hex ${hex(val).join(' ')}`;
+  });
+  const file = join(scratch, `members-${process.pid}.batch`);
+  await writeFile(file, lines.join('\n') + '\n');
+  try { await exec(['bpftool', 'batch', 'file', file]); } finally { await rm(file, { force: true }); }
+  // read back what was changed
+  const back = await readMaps(exec, g, [MAP_NAMES.src4, MAP_NAMES.src6]);
+  for (const op of ops) {
+    const e = back.maps[op.map].find((x) => x.key.equals(op.key));
+    const got = e ? e.value.readUInt16BE(0) : null;
+    if (got !== op.cls) throw new Error(`${op.map}: entry ${hex(op.key).join('')} reads back as ${got}, expected ${op.cls}`);
+  }
+  return ops.length;
 }

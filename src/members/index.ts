@@ -31,6 +31,8 @@ export interface MembersResult {
   sets: { 4: string; 6: string };
   /** add/del: the addresses changed; list: the members */
   members: string[];
+  /** ebpf add/del: how the live maps were changed (lpm: updates in place; generation: a new generation installed) */
+  ebpf?: { path: 'lpm' | 'generation'; updates: number; generation: string };
 }
 
 export async function runMembers(req: MembersRequest): Promise<MembersResult> {

@@ -1,8 +1,9 @@
 /**
  * `cellwall members add|del|list --backend ebpf` in the kernel: after
  * `apply --backend ebpf`, a member added is enforced per its group right away
- * (a new generation with the member's own source class, swapped in
- * atomically), and del reverts it. examples/govuk-isolation.yaml: staging
+ * (the first of its signature: a new generation with the member's source
+ * class, swapped in atomically; the next ones: one LPM insert each into the
+ * live maps), and del reverts it. examples/govuk-isolation.yaml: staging
  * members of space-govuk may reach the internet, running apps may not (the
  * program drops: denied probes time out).
  */
@@ -19,6 +20,8 @@ const kernel = kernelGate([...EBPF_TOOLS, 'socat', 'flock', 'python3']);
 const APP4 = '10.255.0.3';
 const APP6 = 'fd00:255::3';
 const OTHER4 = '10.255.0.4';
+const SECOND4 = '10.255.0.5';
+const SECOND6 = 'fd00:255::5';
 const NET4 = '203.0.113.10';
 const NET6 = '2001:db8::10';
 const POLICY = [join(EXAMPLES, 'govuk-isolation.yaml'), '--segment', 'egress-restricted-1'];
@@ -48,7 +51,8 @@ describe.skipIf(kernel.skip)('cellwall members --backend ebpf (kernel)', () => {
 
     const add = await members(['add', 'space-govuk', '--phase', 'staging', APP4, APP6]);
     expect(add.code, add.stderr).toBe(0);
-    expect(add.stdout).toContain('added 2 staging member(s) of space-govuk');
+    // the first member of its signature: a new generation (its rows are evaluated)
+    expect(add.stdout).toMatch(/added 2 staging member\(s\) of space-govuk \(new generation g-/);
     expect(generations(c)).toHaveLength(1);
     expect(generations(c)).not.toEqual(before);
     await expectProbes(t, [['tcp', APP4, NET4, 443, 'ok'], ['tcp', APP6, NET6, 443, 'ok'], ['tcp', OTHER4, NET4, 443, 'timeout']]);
@@ -70,8 +74,25 @@ describe.skipIf(kernel.skip)('cellwall members --backend ebpf (kernel)', () => {
     expect((await members(['add', 'space-govuk', '--phase', 'staging', APP4])).stdout).toContain('added 0 staging member(s)');
     expect(generations(c)).toEqual(gens);
 
-    const del = await members(['del', 'space-govuk', '--phase', 'staging', APP4, APP6]);
+    // a second member with the same signature: one LPM insert per address into the live generation, no new generation
+    const gen = generations(c);
+    const more = await members(['add', 'space-govuk', '--phase', 'staging', SECOND4, SECOND6, '--json']);
+    expect(more.code, more.stderr).toBe(0);
+    expect(JSON.parse(more.stdout).ebpf).toMatchObject({ path: 'lpm', updates: 2, generation: gen[0] });
+    expect(generations(c)).toEqual(gen);
+    await expectProbes(t, [['tcp', SECOND4, NET4, 443, 'ok'], ['tcp', SECOND6, NET6, 443, 'ok'], ['tcp', OTHER4, NET4, 443, 'timeout']]);
+    // ... and what it left is what a rebuild installs: apply finds it in sync
+    expect((await applyIn(c, POLICY)).stdout).toContain('no changes');
+    // del of one of two members of a class: an LPM delete
+    const less = await members(['del', 'space-govuk', '--phase', 'staging', SECOND4, SECOND6, '--json']);
+    expect(JSON.parse(less.stdout).ebpf).toMatchObject({ path: 'lpm', updates: 2 });
+    await expectProbes(t, [['tcp', SECOND4, NET4, 443, 'timeout'], ['tcp', APP4, NET4, 443, 'ok']]);
+    expect((await applyIn(c, POLICY)).stdout).toContain('no changes');
+
+    // the last members of their class: a new generation
+    const del = await members(['del', 'space-govuk', '--phase', 'staging', APP4, APP6, '--json']);
     expect(del.code, del.stderr).toBe(0);
+    expect(JSON.parse(del.stdout).ebpf.path).toBe('generation');
     expect((await members(['list', 'space-govuk', '--phase', 'staging'])).stdout).toBe('');
     await expectProbes(t, [['tcp', APP4, NET4, 443, 'timeout'], ['tcp', APP6, NET6, 443, 'timeout']]);
   }, 120_000);
