@@ -123,6 +123,18 @@ describe.skipIf(kernel.skip)('apply --backend ebpf on a cell (kernel)', () => {
     expect((await applyIn(c, pol('v2'))).stdout).toContain('no changes');
   }, 120_000);
 
+  it('--payload DIR of `compile --backend ebpf` installs the same maps as POLICY', async () => {
+    const out = mkdtempSync(join(env.tmp, 'out-'));
+    const comp = await t.exec(t.cell, [process.execPath, BIN, 'compile', ...pol('v2'), '--backend', 'ebpf', '--out', out]);
+    expect(comp.code, comp.stderr).toBe(0);
+    expect((await applyIn(c, ['--payload', out])).code).toBe(0);
+    expect(await traffic()).toBe('v2');
+    expect((await applyIn(c, pol('v2'))).stdout).toContain('no changes');
+    const missing = await applyIn(c, ['--payload', env.tmp]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/cannot read payload file|cellwall\.bpf\.o: cannot read/);
+  }, 120_000);
+
   it('drift: our filter removed -> dry-run names the re-attach, apply repairs it without a new generation', async () => {
     expect((await applyIn(c, pol('v1'))).code).toBe(0);
     const gens = generations(c);
