@@ -9,7 +9,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--dry-run', 'show what would change on each cell (exit 2 when any would change)', false)
     .option('--canaries <n>', 'cells pushed first; the rollout stops when one fails', '1')
     .option('--max-in-flight <n>', 'cells changed at once: a number or a percentage (25%)', '1')
-    .addOption(new Option('--backend <b>', 'backend').choices(['iptables']).default('iptables'))
+    .addOption(new Option('--backend <b>', 'backend: iptables (ipset + iptables-restore) or nft (one nft -f transaction of table inet cellwall)').choices(['iptables', 'nft']).default('iptables'))
     .option('--bundles <dir>', 'use precompiled bundles DIR/<segment>/ instead of compiling')
     .option('--accept-new-host-keys', 'trust (and record) host keys of cells not yet in known_hosts', false)
     .option('--user <user>', 'ssh user when the inventory names none')

@@ -141,3 +141,95 @@ export function summarizeDiff(d: CellDiff): string {
   if (d.entriesAdded || d.entriesRemoved) parts.push(`entries +${d.entriesAdded}/-${d.entriesRemoved}`);
   return parts.join(', ') || 'no difference in the CW- part (state record differs)';
 }
+
+/**
+ * nft: canonical lines of a table, from an `nft list` block or a ruleset.nft
+ * (the same as cw_nftcanon in the cell script): "C chain", "R chain rule"
+ * (counter values dropped), "S set statement", "E set element" (a host's /32 or
+ * /128 dropped, as the kernel prints it).
+ */
+export function nftCanon(text: string): string[] {
+  const out: string[] = [];
+  let kind = '';
+  let name = '';
+  let inel = false;
+  const elems = (l: string) => {
+    const end = /[ \t]*\}.*$/.test(l);
+    l = l.replace(/[ \t]*\}.*$/, '');
+    for (let x of l.split(',')) {
+      x = x.trim().replace(/\/(?:32|128) /g, ' ').replace(/\/(?:32|128)$/, '');
+      if (x) out.push(`E ${name} ${x}`);
+    }
+    if (end) inel = false;
+  };
+  for (const raw of text.split('\n')) {
+    let l = raw.trim();
+    if (!l || l.startsWith('#')) continue;
+    if (inel) { elems(l); continue; }
+    let m: RegExpExecArray | null;
+    if (/^table .*\{$/.test(l)) kind = 'T';
+    else if ((m = /^(?:set|map) (\S+) \{$/.exec(l))) { kind = 'S'; name = m[1]; }
+    else if ((m = /^chain (\S+) \{$/.exec(l))) { kind = 'C'; name = m[1]; out.push(`C ${name}`); }
+    else if (l === '}') kind = kind === 'S' || kind === 'C' ? 'T' : '';
+    else if (kind === 'S' && l.startsWith('elements = {')) { inel = true; elems(l.replace(/^elements = \{[ \t]*/, '')); }
+    else if (kind === 'S') { for (const p of l.split(';')) if (p.trim()) out.push(`S ${name} ${p.trim()}`); }
+    else if (kind === 'C') out.push(`R ${name} ${l.replace(/counter packets \d+ bytes \d+/g, 'counter')}`);
+  }
+  return out;
+}
+
+/** The canonical lines the cell printed between `CW-SECTION live` and `CW-SECTION end` (nft). */
+export function parseNftLive(stdout: string): string[] | null {
+  const lines = stdout.split('\n');
+  const start = lines.indexOf('CW-SECTION live');
+  const end = lines.indexOf('CW-SECTION end');
+  if (start < 0 || end < start) return null;
+  return lines.slice(start + 1, end).filter(Boolean);
+}
+
+/**
+ * nft dry-run diff: chains and sets added/removed, rule counts per chain, set
+ * elements added/removed (dynamic cw-d- sets: declarations only). Rules are
+ * shown for chains added, removed or with another rule count: the kernel's
+ * normal form differs from the script's spelling (`reject with icmpx type
+ * port-unreachable` reads back as `reject`), so same-count chains are not
+ * compared line by line.
+ */
+export function diffNft(live: string[], want: string[]): CellDiff {
+  const pick = (lines: string[], k: string) => lines.filter((l) => l.startsWith(`${k} `)).map((l) => l.slice(2));
+  const names = (lines: string[], k: string) => new Set(pick(lines, k).map((l) => l.split(' ')[0]));
+  const rules = (lines: string[]) => {
+    const m = new Map<string, string[]>();
+    for (const c of pick(lines, 'C')) m.set(c, []);
+    for (const r of pick(lines, 'R')) {
+      const i = r.indexOf(' ');
+      const c = r.slice(0, i), rule = r.slice(i + 1);
+      if (!rule.startsWith('type ')) m.get(c)?.push(rule);
+    }
+    return m;
+  };
+  const lc = names(live, 'C'), wc = names(want, 'C');
+  const ls = names(live, 'S'), ws = names(want, 'S');
+  const lr = rules(live), wr = rules(want);
+  const rulesChanged: [string, number, number][] = [];
+  const text: string[] = [];
+  for (const c of [...new Set([...lr.keys(), ...wr.keys()])].sort()) {
+    const a = lr.get(c) ?? [], b = wr.get(c) ?? [];
+    if (a.length !== b.length || !lr.has(c) || !wr.has(c)) {
+      if (a.length !== b.length) rulesChanged.push([c, a.length, b.length]);
+      text.push(...lineDiff(a.map((r) => `${c}: ${r}`), b.map((r) => `${c}: ${r}`)));
+    }
+  }
+  const el = (lines: string[]) => new Set(pick(lines, 'E').filter((e) => !e.startsWith('cw-d-')));
+  const le = el(live), we = el(want);
+  return {
+    chainsAdded: [...wc].filter((c) => !lc.has(c)).sort(),
+    chainsRemoved: [...lc].filter((c) => !wc.has(c)).sort(),
+    rulesChanged,
+    setsAdded: [...ws].filter((s) => !ls.has(s)).sort(),
+    setsRemoved: [...ls].filter((s) => !ws.has(s) && !s.startsWith('cw-d-')).sort(),
+    entriesAdded: [...we].filter((e) => !le.has(e)).length,
+    entriesRemoved: [...le].filter((e) => !we.has(e)).length,
+    text,
+  };
+}

@@ -16,7 +16,7 @@ import { loadInventory, resolveSegments, withDefaults, type Cell, type Inventory
 import { compileBundle, readBundleDir, type Backend, type Bundle } from './bundle.js';
 import { buildScript, remoteCommand, CPU, GO, PHASE, PROBE, RESULT, type ScriptMode } from './script.js';
 import { runSession, sshFailureReason, type Session, type SessionResult, type SshConfig } from './ssh.js';
-import { bundlePart, diffPart, parseLive, summarizeDiff, type CellDiff } from './plan.js';
+import { bundlePart, diffNft, diffPart, nftCanon, parseLive, parseNftLive, summarizeDiff, type CellDiff } from './plan.js';
 
 export interface PushOptions extends SshSettings {
   policyFile: string;
@@ -221,13 +221,21 @@ export async function runCell(cell: Cell, bundle: Bundle, mode: ScriptMode, cfg:
   }
   const [, status, ...rest] = resultLine.split(' ');
   const reason = rest.join(' ').trim();
+  // dry-run: the cell printed its live state; compare it with the bundle here
+  const planDiff = (): CellDiff | undefined => {
+    if (backend === 'nft') {
+      const live = parseNftLive(r.stdout);
+      return live ? diffNft(live, nftCanon(bundle.files['ruleset.nft'] ?? '')) : undefined;
+    }
+    const live = parseLive(r.stdout);
+    return live ? diffPart(live, bundlePart(bundle)) : undefined;
+  };
   switch (status) {
     case 'changed': return { ...base, outcome: 'changed', reason: reason || 'applied and verified' };
     case 'unchanged': {
       if (mode === 'plan') {
         // the cell vouches for its chains; its sets are compared with the bundle here
-        const live = parseLive(r.stdout);
-        const diff = live ? diffPart(live, bundlePart(bundle)) : undefined;
+        const diff = planDiff();
         if (!diff || diff.setsAdded.length || diff.setsRemoved.length || diff.entriesAdded || diff.entriesRemoved) {
           return { ...base, outcome: 'would-change', reason: diff ? summarizeDiff(diff) : 'changes', diff };
         }
@@ -236,8 +244,7 @@ export async function runCell(cell: Cell, bundle: Bundle, mode: ScriptMode, cfg:
     }
     case 'rolled-back': return { ...base, outcome: 'rolled-back', reason };
     case 'would-change': {
-      const live = parseLive(r.stdout);
-      const diff = live ? diffPart(live, bundlePart(bundle)) : undefined;
+      const diff = planDiff();
       return { ...base, outcome: 'would-change', reason: diff ? summarizeDiff(diff) : 'changes', diff };
     }
     default: return { ...base, outcome: 'failed', reason: reason || `unexpected result "${status}"` };
