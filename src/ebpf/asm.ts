@@ -27,6 +27,8 @@ export class Asm {
   readonly mapRefs: Array<{ insn: number; map: string }> = [];
   /** instruction index of each kfunc call, with the function's name */
   readonly kfuncRefs: Array<{ insn: number; name: string }> = [];
+  /** instruction index of each kernel struct field read (CO-RE relocation) */
+  readonly coreRelocs: Array<{ insn: number; struct: string; field: string }> = [];
 
   private push(code: number, dst: number, src: number, off: number, imm: number, label?: string): this {
     this.insns.push({ code, dst, src, off, imm, label });
@@ -55,6 +57,11 @@ export class Asm {
   }
   ja(label: string): this { return this.push(CLS_JMP | JMP.ja, 0, 0, 0, 0, label); }
   call(helper: number): this { return this.push(CLS_JMP | JMP.call, 0, 0, 0, helper); }
+  /** the next instruction (an ldx) reads `struct.field` of a kernel object: the loader relocates its offset */
+  core(struct: string, field: string): this {
+    this.coreRelocs.push({ insn: this.insns.length, struct, field });
+    return this;
+  }
   /** call a kernel function (BPF_PSEUDO_KFUNC_CALL; the loader fills in its BTF id) */
   callKfunc(name: string): this {
     this.kfuncRefs.push({ insn: this.insns.length, name });

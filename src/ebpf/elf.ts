@@ -14,6 +14,12 @@
  * in .BTF an extern FUNC with its FUNC_PROTO listed in a `.ksyms` DATASEC.
  * libbpf resolves them against the kernel's BTF at load time (and checks the
  * prototypes are compatible: same arity, pointers to structs, integers).
+ *
+ * Reads of kernel struct fields carry CO-RE relocations (.BTF.ext core_relo,
+ * BPF_CORE_FIELD_BYTE_OFFSET, as clang emits for `__builtin_preserve_access_index`):
+ * the struct is declared in .BTF with the fields read at their offsets on the
+ * kernel the program was written for, and libbpf rewrites each load's offset
+ * for the kernel it loads on (by struct and field name).
  */
 
 export interface MapDef {
@@ -48,7 +54,14 @@ export interface ElfProgram {
   /** `call` instruction indexes that call a kfunc, with its name (declared in `kfuncs`) */
   kfuncRefs?: Array<{ insn: number; name: string }>;
   kfuncs?: KfuncDecl[];
+  /** kernel structs (named in kfunc types) with the fields the program reads */
+  structs?: StructDecl[];
+  /** ldx instructions that read `struct.field` (the insn's offset is the declared one; libbpf adjusts it) */
+  coreRelocs?: Array<{ insn: number; struct: string; field: string }>;
 }
+
+/** a kernel struct as the program sees it: its size and the (u64) fields it reads, at byte offsets */
+export interface StructDecl { name: string; size: number; fields: Array<{ name: string; offset: number }> }
 
 export const BPF_MAP_TYPE_HASH = 1;
 export const BPF_MAP_TYPE_ARRAY = 2;
@@ -86,6 +99,7 @@ function u32s(...v: number[]): Buffer {
 
 const KIND = { INT: 1, PTR: 2, ARRAY: 3, STRUCT: 4, FUNC: 12, FUNC_PROTO: 13, VAR: 14, DATASEC: 15 } as const;
 const BTF_FUNC_EXTERN = 2;
+const BPF_CORE_FIELD_BYTE_OFFSET = 0;
 const info = (kind: number, vlen = 0) => ((kind << 24) | vlen) >>> 0;
 
 /**
@@ -93,8 +107,14 @@ const info = (kind: number, vlen = 0) => ((kind << 24) | vlen) >>> 0;
  * per map, the .maps DATASEC; then, for kfuncs, their FUNC_PROTOs, extern FUNCs
  * and the .ksyms DATASEC.
  */
-export function mapsBtf(maps: MapDef[], kfuncs: KfuncDecl[] = []): Buffer {
+export function mapsBtf(maps: MapDef[], kfuncs: KfuncDecl[] = [], structs: StructDecl[] = []): Buffer {
+  return programBtf(maps, kfuncs, structs, []).btf;
+}
+
+/** .BTF (with `extra` strings appended for .BTF.ext), plus the string offsets and struct type ids .BTF.ext refers to */
+function programBtf(maps: MapDef[], kfuncs: KfuncDecl[], structs: StructDecl[], extra: string[]): { btf: Buffer; str: (s: string) => number; structId: (name: string) => number } {
   const strs = new StrTab();
+  const structIds = new Map<string, number>();
   const types: Buffer[] = [];
   const add = (b: Buffer) => { types.push(b); return types.length; };
   const INT = add(Buffer.concat([u32s(strs.add('int'), info(KIND.INT), 4), u32s((1 << 24) | 32)]));
@@ -120,15 +140,24 @@ export function mapsBtf(maps: MapDef[], kfuncs: KfuncDecl[] = []): Buffer {
     ...vars.map((v, i) => u32s(v, i * MAP_STRUCT_SIZE, MAP_STRUCT_SIZE)),
   ]));
   if (kfuncs.length) {
-    let U32 = 0;
+    let U32 = 0, U64 = 0;
     const structPtr = new Map<string, number>();
     const typeId = (t: KfuncType): number => {
       if (t === 'void') return 0;
       if (t === 'u32') return U32 || (U32 = add(Buffer.concat([u32s(strs.add('unsigned int'), info(KIND.INT), 4), u32s(32)])));
       let id = structPtr.get(t.ptrToStruct);
       if (id === undefined) {
-        // the struct's layout is the kernel's business: an empty declaration is enough for libbpf's check
-        const st = add(u32s(strs.add(t.ptrToStruct), info(KIND.STRUCT, 0), 0));
+        // the struct's layout is the kernel's business: declared empty (enough for libbpf's prototype check),
+        // or with the fields the program reads (CO-RE relocations match them by name)
+        const decl = structs.find((x) => x.name === t.ptrToStruct);
+        let st: number;
+        if (!decl) st = add(u32s(strs.add(t.ptrToStruct), info(KIND.STRUCT, 0), 0));
+        else {
+          U64 ||= add(Buffer.concat([u32s(strs.add('long unsigned int'), info(KIND.INT), 8), u32s(64)]));
+          const members = decl.fields.map((f) => u32s(strs.add(f.name), U64, f.offset * 8));
+          st = add(Buffer.concat([u32s(strs.add(decl.name), info(KIND.STRUCT, members.length), decl.size), ...members]));
+        }
+        structIds.set(t.ptrToStruct, st);
         structPtr.set(t.ptrToStruct, (id = add(u32s(0, info(KIND.PTR), st))));
       }
       return id;
@@ -140,6 +169,7 @@ export function mapsBtf(maps: MapDef[], kfuncs: KfuncDecl[] = []): Buffer {
     });
     add(Buffer.concat([u32s(strs.add('.ksyms'), info(KIND.DATASEC, funcs.length), 0), ...funcs.map((f) => u32s(f, 0, 0))]));
   }
+  for (const x of extra) strs.add(x);
   const t = Buffer.concat(types);
   const s = strs.bytes();
   const hdr = Buffer.alloc(24);
@@ -151,7 +181,35 @@ export function mapsBtf(maps: MapDef[], kfuncs: KfuncDecl[] = []): Buffer {
   hdr.writeUInt32LE(t.length, 12);
   hdr.writeUInt32LE(t.length, 16); // str_off
   hdr.writeUInt32LE(s.length, 20);
-  return Buffer.concat([hdr, t, s]);
+  const structId = (name: string) => {
+    const id = structIds.get(name);
+    if (id === undefined) throw new Error(`elf: struct ${name} is not declared in a kfunc type`);
+    return id;
+  };
+  const str = (x: string) => {
+    if (!extra.includes(x)) throw new Error(`elf: string ${x} is not in .BTF`);
+    return strs.add(x);
+  };
+  return { btf: Buffer.concat([hdr, t, s]), str, structId };
+}
+
+/**
+ * .BTF.ext with only CO-RE relocations (no func_info / line_info): header,
+ * then record size, then for the program section its name (a .BTF string) and
+ * records {insn byte offset, local struct type id, access string "0:<field index>", kind}.
+ * The strings must already be in the .BTF string table (programBtf adds them first).
+ */
+function coreBtfExt(section: string, relocs: NonNullable<ElfProgram['coreRelocs']>, access: string[], str: (s: string) => number, structId: (n: string) => number): Buffer {
+  const recs = relocs.map((r, i) => u32s(r.insn * 8, structId(r.struct), str(access[i]), BPF_CORE_FIELD_BYTE_OFFSET));
+  const body = Buffer.concat([u32s(16, str(section), recs.length), ...recs]);
+  const hdr = Buffer.alloc(32);
+  hdr.writeUInt16LE(0xeb9f, 0);
+  hdr[2] = 1;
+  hdr.writeUInt32LE(32, 4);
+  // func_info and line_info: offset 0, length 0; core_relo at 0
+  hdr.writeUInt32LE(0, 24);
+  hdr.writeUInt32LE(body.length, 28);
+  return Buffer.concat([hdr, body]);
 }
 
 interface Section { name: string; type: number; flags: number; data: Buffer; link?: number; info?: number; align: number; entsize?: number }
@@ -201,16 +259,27 @@ export function writeElf(p: ElfProgram): Buffer {
     rels.writeBigUInt64LE(BigInt(insn * 8), i * 16);
     rels.writeBigUInt64LE((BigInt(s) << 32n) | BigInt(type), i * 16 + 8);
   });
+  const structs = p.structs ?? [];
+  const relos = p.coreRelocs ?? [];
+  // access strings "0:<field index>"; they and the section name go into .BTF's string table
+  const access = relos.map((r) => {
+    const fi = structs.find((x) => x.name === r.struct)?.fields.findIndex((f) => f.name === r.field) ?? -1;
+    if (fi < 0) throw new Error(`elf: CO-RE relocation of undeclared field ${r.struct}.${r.field}`);
+    return `0:${fi}`;
+  });
+  const built = programBtf(p.maps, kfuncs, structs, relos.length ? [p.section, ...access] : []);
+  const ext = relos.length ? coreBtfExt(p.section, relos, access, built.str, built.structId) : undefined;
   const sections: Section[] = [
     { name: '.strtab', type: SHT_STRTAB, flags: 0, data: Buffer.alloc(0), align: 1 },
     { name: p.section, type: SHT_PROGBITS, flags: SHF_ALLOC | SHF_EXECINSTR, data: p.code, align: 8 },
     { name: `.rel${p.section}`, type: SHT_REL, flags: 0, data: rels, link: SEC_SYMTAB, info: SEC_PROG, align: 8, entsize: 16 },
     { name: 'license', type: SHT_PROGBITS, flags: SHF_ALLOC | SHF_WRITE, data: license, align: 1 },
     { name: '.maps', type: SHT_PROGBITS, flags: SHF_ALLOC | SHF_WRITE, data: Buffer.alloc(p.maps.length * MAP_STRUCT_SIZE), align: 8 },
-    { name: '.BTF', type: SHT_PROGBITS, flags: 0, data: mapsBtf(p.maps, kfuncs), align: 4 },
+    { name: '.BTF', type: SHT_PROGBITS, flags: 0, data: built.btf, align: 4 },
     { name: '.symtab', type: SHT_SYMTAB, flags: 0, data: Buffer.concat(syms), link: SEC_STRTAB, info: 1, align: 8, entsize: 24 },
+    ...(ext ? [{ name: '.BTF.ext', type: SHT_PROGBITS, flags: 0, data: ext, align: 4 }] : []),
   ];
-  if (sections.length !== SEC_SYMTAB || sections[SEC_BTF - 1].name !== '.BTF') throw new Error('elf: section layout');
+  if (sections[SEC_SYMTAB - 1].name !== '.symtab' || sections[SEC_BTF - 1].name !== '.BTF') throw new Error('elf: section layout');
   const nameOff = sections.map((s) => strtab.add(s.name));
   sections[SEC_STRTAB - 1].data = strtab.bytes();
 

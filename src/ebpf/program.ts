@@ -29,7 +29,7 @@
  * Bounded, loop-free, 8 map lookups at most.
  */
 import { Asm } from './asm.js';
-import { BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, writeElf, type KfuncDecl, type MapDef } from './elf.js';
+import { BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, writeElf, type KfuncDecl, type MapDef, type StructDecl } from './elf.js';
 
 export const PROGRAM_SECTION = 'tc';
 export const PROGRAM_NAME = 'cellwall';
@@ -86,11 +86,19 @@ const V_KEY = -40; // u32 prefixlen, then the 8 data bytes
 const REV_PORT = -44;
 /** conntrack program: the context pointer (u64), the ESTABLISHED_KEY lookup key, the bpf_sock_tuple, the bpf_ct_opts */
 const CTX = -56, CFG_KEY = -72, TUPLE = -112, OPTS = -128;
-/** bpf_ct_opts (kernel >= 6.9: 16 bytes with the zone fields): netns_id s32, error s32, l4proto u8, dir u8, ct_zone_id u16, ct_zone_dir u8, reserved[3] */
-const OPTS_SIZE = 16, OPTS_L4PROTO = 8, OPTS_DIR = 9;
+/**
+ * bpf_ct_opts as every kernel with the kfuncs takes it (NF_BPF_CT_OPTS_OLD_SZ, 12 bytes: netns_id s32,
+ * error s32, l4proto u8, dir u8, reserved[2]; newer kernels also take 16 bytes with zone fields, older
+ * ones only 12)
+ */
+const OPTS_SIZE = 12, OPTS_L4PROTO = 8, OPTS_DIR = 9;
 const BPF_F_CURRENT_NETNS = -1;
-/** struct nf_conn: `unsigned long status` (kernel BTF offset); IPS_EXPECTED | IPS_SEEN_REPLY */
-const NF_CONN_STATUS = 128, IPS_EXPECTED_OR_SEEN_REPLY = 0x3;
+/**
+ * struct nf_conn: `unsigned long status` at its offset on the kernel this was written for (6.18); the load
+ * carries a CO-RE relocation, so libbpf puts the offset of the kernel it loads on. IPS_EXPECTED | IPS_SEEN_REPLY.
+ */
+const NF_CONN_STATUS = 128, NF_CONN_SIZE = 248, IPS_EXPECTED_OR_SEEN_REPLY = 0x3;
+export const CT_STRUCTS: StructDecl[] = [{ name: 'nf_conn', size: NF_CONN_SIZE, fields: [{ name: 'status', offset: NF_CONN_STATUS }] }];
 const V_SRC = V_KEY + 4, V_DST = V_KEY + 6, V_PROTO = V_KEY + 8, V_ZERO = V_KEY + 9, V_PORT = V_KEY + 10;
 // __sk_buff
 const SKB_DATA = 76, SKB_DATA_END = 80;
@@ -189,7 +197,7 @@ function conntrack(a: Asm, lookup: (map: string, keyOff: number) => void, copy: 
   a.ldx(4, 3, 0, 0).jmp('jne', 3, { imm: VERDICT.allow }, 'drop');
   a.jmp('jeq', 9, { imm: 6 }, 'ct').jmp('jeq', 9, { imm: 17 }, 'ct').ja('ctdone');
   a.label('ct');
-  a.st(4, 10, OPTS, BPF_F_CURRENT_NETNS).st(4, 10, OPTS + 4, 0).st(4, 10, OPTS + 8, 0).st(4, 10, OPTS + 12, 0);
+  a.st(4, 10, OPTS, BPF_F_CURRENT_NETNS).st(4, 10, OPTS + 4, 0).st(4, 10, OPTS + 8, 0);
   a.stx(1, 10, OPTS + OPTS_L4PROTO, 9);
   // bpf_sock_tuple: saddr, daddr, sport, dport (network order, as in the packet)
   a.jmp('jeq', 6, { imm: 6 }, 'ct6');
@@ -207,7 +215,7 @@ function conntrack(a: Asm, lookup: (map: string, keyOff: number) => void, copy: 
   a.callKfunc('bpf_skb_ct_lookup');
   a.jmp('jeq', 0, { imm: 0 }, 'drop');
   // established or related: the packet answers the entry (reply direction), or the entry has seen a reply / was expected
-  a.ldx(8, 7, 0, NF_CONN_STATUS).alu('and', 7, { imm: IPS_EXPECTED_OR_SEEN_REPLY });
+  a.core('nf_conn', 'status').ldx(8, 7, 0, NF_CONN_STATUS).alu('and', 7, { imm: IPS_EXPECTED_OR_SEEN_REPLY });
   a.ldx(1, 8, 10, OPTS + OPTS_DIR).alu('or', 7, 8);
   a.mov(1, 0).callKfunc('bpf_ct_release');
   a.jmp('jne', 7, { imm: 0 }, 'pass').ja('drop');
@@ -237,6 +245,6 @@ function objectFor(opts: ProgramOptions): Buffer {
   const a = classifier(opts);
   return writeElf({
     section: PROGRAM_SECTION, name: PROGRAM_NAME, code: a.bytes(), mapRefs: a.mapRefs, maps: mapDefs(), license: 'GPL',
-    ...(opts.conntrack ? { kfuncRefs: a.kfuncRefs, kfuncs: CT_KFUNCS } : {}),
+    ...(opts.conntrack ? { kfuncRefs: a.kfuncRefs, kfuncs: CT_KFUNCS, structs: CT_STRUCTS, coreRelocs: a.coreRelocs } : {}),
   });
 }

@@ -26,7 +26,8 @@ import { compileSegment } from '../../src/compile/index.js';
 import { evaluatePlan, type Packet } from '../../src/compile/evaluate.js';
 import type { Plan } from '../../src/compile/plan.js';
 import { loadPolicy } from '../../src/policy/index.js';
-import { buildObject, TC_ACT_OK, TC_ACT_SHOT } from '../../src/ebpf/program.js';
+import { buildObject, classifier, CT_KFUNCS, mapDefs, PROGRAM_NAME, PROGRAM_SECTION, TC_ACT_OK, TC_ACT_SHOT } from '../../src/ebpf/program.js';
+import { writeElf } from '../../src/ebpf/elf.js';
 import { planMaps } from '../../src/ebpf/maps.js';
 import { detach, fillMaps, generation, install, loadObject } from '../../src/ebpf/load.js';
 import { Topology, type Outcome } from '../kernel/netns.js';
@@ -106,6 +107,30 @@ describe.skipIf(kernel.skip)('conntrack program: BTF, verifier, prog run', () =>
     expect(xlated).toMatch(/call bpf_skb_ct_lookup#/);
     expect(xlated).toMatch(/call bpf_ct_release#/);
     expect(await runVerdict(g.prog, frame({ src: '10.255.0.2', dst: '8.8.8.8', proto: 'tcp', port: 80 }))).toBe(TC_ACT_OK);
+  });
+
+  it('reads nf_conn.status through a CO-RE relocation: a wrong declared offset is rewritten to the kernel\'s', async () => {
+    const vmlinux = await env.exec(['bpftool', 'btf', 'dump', 'file', '/sys/kernel/btf/vmlinux', 'format', 'raw']);
+    const nfConn = /^\[\d+\] STRUCT 'nf_conn' size=\d+ vlen=\d+\n((?:\t.*\n)+)/m.exec(vmlinux)![1];
+    const kernelOff = Number(/'status' type_id=\d+ bits_offset=(\d+)/.exec(nfConn)![1]) / 8;
+    // the same program, declaring (and reading) status 8 bytes off
+    const a = classifier({ conntrack: true });
+    const code = a.bytes();
+    const at = a.coreRelocs[0].insn;
+    const wrong = code.readInt16LE(at * 8 + 2) - 8;
+    code.writeInt16LE(wrong, at * 8 + 2);
+    const obj = join(env.tmp, 'core.bpf.o');
+    writeFileSync(obj, writeElf({
+      section: PROGRAM_SECTION, name: PROGRAM_NAME, code, mapRefs: a.mapRefs, maps: mapDefs(), license: 'GPL',
+      kfuncRefs: a.kfuncRefs, kfuncs: CT_KFUNCS, structs: [{ name: 'nf_conn', size: 248, fields: [{ name: 'status', offset: wrong }] }], coreRelocs: a.coreRelocs,
+    }));
+    const g = generation(env.bpffs, 'core');
+    await loadObject(env.exec, obj, g);
+    const xlated = await env.exec(['bpftool', 'prog', 'dump', 'xlated', 'pinned', g.prog]);
+    const after = /call bpf_skb_ct_lookup#\d+\n.*\n.*r7 = \*\(u64 \*\)\(r0 \+(\d+)\)/.exec(xlated);
+    expect(after, xlated).not.toBeNull();
+    expect(Number(after![1])).toBe(kernelOff);
+    expect(kernelOff).not.toBe(wrong);
   });
 
   it.each([0xc701, 0xc702, 0xc703])('random policy %i: new connections (empty conntrack) equal evaluatePlan', async (seed) => {
