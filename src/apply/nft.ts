@@ -5,20 +5,22 @@
  *   desired = the script loaded into a private empty netns and read back
  *   -> lock -> recover an interrupted apply from its journal -> read live
  *   -> plan (chains, rules, set elements) -> journal the snapshot
- *   -> ONE `nft -f`: [flush altered sets | flush every chain and delete the
- *      sets/chains whose declaration differs] + ruleset.nft + [re-add the
- *      members of a redeclared dynamic set] + [remove an older policy's
- *      chains and sets] -> verify (read back == desired) -> manifest.
+ *   -> `nft -f` transactions (src/state/nft.ts nftTransactions): [stage the
+ *      sets the table lacks, unreferenced] -> switch: [flush altered sets]
+ *      + ruleset.nft + [remove an older policy's chains and sets]; a set whose
+ *      declaration differs goes through a staging name (two more transactions)
+ *   -> verify (read back == desired) -> manifest.
  *
- * A failing `nft -f` changes nothing (the kernel aborts the transaction; we
- * check it by reading back). A verify mismatch restores the snapshot, again in
- * one transaction.
+ * Every transaction is atomic and leaves a table that means the old or the new
+ * policy. A failing stage or switch changes nothing (the kernel aborts it; the
+ * staged sets are removed; we check by reading back). A failure after the
+ * switch, or a verify mismatch, restores the snapshot in one transaction.
  */
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CellwallError } from '../errors.js';
 import {
-  desiredNft, diffNft, emptyNftPlan, formatNftPlan, loadNft, nftStateHash, readLiveNft, restoreScript, snapshotNft, transactionAround,
+  desiredNft, diffNft, emptyNftPlan, formatNftPlan, loadNft, NFT_REF, nftStateHash, nftTransactions, readLiveNft, restoreScript, snapshotNft, stagingName, txnText,
   type NftPlan, type NftRunError, type NftState,
 } from '../state/nft.js';
 import { sha } from '../state/index.js';
@@ -170,17 +172,32 @@ export async function applyNft(input: NftInput, opts: NftApplyOptions): Promise<
     await writeAtomic(journalPath(opts.stateDir), JSON.stringify(journal));
     fault('after-journal');
     const tw = performance.now();
-    const { before, after } = transactionAround(plan, live);
-    // test hook: a last line the kernel refuses, to show that the whole transaction is then dropped
+    // test hook: a last line the kernel refuses (in the switch transaction), to show that the whole transaction is then dropped
     const failLast = process.env.CELLWALL_TEST_HOOKS === '1' && process.env.CELLWALL_TEST_FAULT === 'nft-fail-last-line';
-    const text = [...before, input.script, ...after, ...(failLast ? ['delete set inet cellwall cw-test-no-such-set'] : []), ''].join('\n');
-    const err = await loadNft(text);
-    if (err) {
-      // the kernel aborted the whole transaction: check that nothing changed
-      const now = await readLiveNft();
+    const txns = nftTransactions(plan, want, live, input.script);
+    for (const tx of txns) {
+      if (failLast && tx.step === 'switch') tx.after.push('delete set inet cellwall cw-test-no-such-set');
+      const text = txnText(tx);
+      const err = await loadNft(text);
+      if (!err) continue;
+      const what = describeNftError(err, text, tx.before.length, tx.script ?? '', input.source);
+      if (tx.step === 'stage' || tx.step === 'switch') {
+        // the kernel aborted this transaction; the sets the stage created are not referenced by any rule: remove them
+        if (tx.step === 'switch' && txns[0].step === 'stage') {
+          const staged = [...plan.sets.create, ...plan.sets.redeclare.map((r) => stagingName(r.name))];
+          await loadNft(staged.map((n) => `delete set ${NFT_REF} ${n}`).join('\n') + '\n');
+        }
+        const now = await readLiveNft();
+        await rm(journalPath(opts.stateDir), { force: true });
+        const same = nftStateHash(now) === nftStateHash(live);
+        throw new CellwallError(`apply failed; ${same ? 'nothing was changed (the nft transactions are atomic)' : 'WARNING: the table read back differs from before (changed by someone else meanwhile?)'}: ${what}`);
+      }
+      log(`the ${tx.step} transaction failed; rolling back to the snapshot`);
+      try { await restoreSnapshot(snapshot); } catch (re) {
+        throw new CellwallError(`apply failed (${what}) AND the rollback failed: ${(re as Error).message}\nthe journal ${journalPath(opts.stateDir)} is kept; the next apply retries the recovery`);
+      }
       await rm(journalPath(opts.stateDir), { force: true });
-      const same = nftStateHash(now) === nftStateHash(live);
-      throw new CellwallError(`apply failed; ${same ? 'nothing was changed (one nft transaction)' : 'WARNING: the table read back differs from before (changed by someone else meanwhile?)'}: ${describeNftError(err, text, before.length, input.script, input.source)}`);
+      throw new CellwallError(`apply failed and was rolled back to the previous state: ${what}`);
     }
     fault('after-load');
     const back = await readLiveNft();

@@ -10,7 +10,7 @@
  * prints for our input (prefixes, single addresses, concatenations, `icmpx`).
  */
 import { CellwallError } from '../errors.js';
-import { NFT_FAMILY, NFT_TABLE } from '../render/nft.js';
+import { NFT_FAMILY, NFT_TABLE, nftQuote } from '../render/nft.js';
 import { run } from './exec.js';
 import { sha } from './index.js';
 
@@ -223,48 +223,114 @@ export function formatNftPlan(p: NftPlan, want: NftState): string {
   return out.join('\n') + '\n';
 }
 
-/** dynamic members are re-added in lines of at most this many elements */
+/** elements are added in lines of at most this many */
 const ELEMS_PER_LINE = 1000;
 
+/** the name under which a set whose declaration must change is staged while the rules switch over */
+export const stagingName = (set: string): string => `cw-tmp-${set}`;
+
+/** `add set` + `add element` lines creating set `name` with the declaration of `s` (as `nft -j` printed it) and `elems` */
+export function createSetLines(name: string, s: NftSet, elems: string[]): string[] {
+  const d = JSON.parse(s.decl) as Json & { type: string | string[]; flags?: string[]; comment?: string };
+  const known = new Set(['family', 'name', 'table', 'type', 'flags', 'comment', 'policy', 'size', 'timeout', 'gc-interval']);
+  const other = Object.keys(d).filter((k) => !known.has(k));
+  if (other.length) throw new Error(`nft: cannot recreate set ${s.name}: unexpected declaration field(s) ${other.join(', ')}`);
+  const spec = [
+    `type ${Array.isArray(d.type) ? d.type.join(' . ') : d.type};`,
+    ...(d.flags?.length ? [`flags ${d.flags.join(',')};`] : []),
+    ...(d.policy ? [`policy ${d.policy};`] : []),
+    ...(d.size ? [`size ${d.size};`] : []),
+    ...(d.timeout ? [`timeout ${d.timeout}s;`] : []),
+    ...(d['gc-interval'] ? [`gc-interval ${d['gc-interval']}s;`] : []),
+    ...(d.comment !== undefined ? [`comment ${nftQuote(d.comment)};`] : []),
+  ];
+  const out = [`add set ${NFT_REF} ${name} { ${spec.join(' ')} }`];
+  for (let i = 0; i < elems.length; i += ELEMS_PER_LINE) out.push(`add element ${NFT_REF} ${name} { ${elems.slice(i, i + ELEMS_PER_LINE).join(', ')} }`);
+  return out;
+}
+
+/** `script` with every whole-word occurrence of the given set names replaced by their staging names */
+export function renameSets(script: string, names: string[]): string {
+  if (!names.length) return script;
+  const esc = names.map((n) => n.replace(/[.]/g, '\\.'));
+  return script.replace(new RegExp(`(?<![A-Za-z0-9_.-])(${esc.join('|')})(?![A-Za-z0-9_.-])`, 'g'), (n) => stagingName(n));
+}
+
 /**
- * The lines around `script` that make it turn `live` into the script's state
- * in the same transaction (one `nft -f`: the kernel applies all of it or
- * none of it, so there is never a moment without rules):
+ * The lines around `script` in the transaction that switches the rules over
+ * (see nftTransactions):
  *
- * - before it: when an object of the live table must be redeclared (a set
- *   whose type, flags or comment differ, e.g. a set two segments share under
- *   different comments; a chain whose hook, priority or policy differ), flush
- *   EVERY live chain (nothing references anything any more; the script
- *   refills our chains) and delete those objects; the script then creates
- *   them anew. Otherwise only flush the content-addressed sets whose elements
- *   were altered (the script never flushes sets).
- * - after it: re-add the live members of a redeclared dynamic member set;
- *   remove the chains and content-addressed sets of an older policy (flushed
- *   before deleted: nft deletes only empty, unreferenced chains). Dynamic
- *   member sets are kept, as with ipset.
+ * - before it: when a chain must be redeclared (hook, priority or policy
+ *   differ), flush EVERY live chain (nothing references it any more; the
+ *   script refills our chains) and delete it; the script creates it anew.
+ *   Flush the content-addressed sets whose elements were altered (the script
+ *   never flushes sets), except those being redeclared (deleted after it).
+ * - after it: remove the chains and content-addressed sets of an older policy
+ *   (flushed before deleted: nft deletes only empty, unreferenced chains).
+ *   Dynamic member sets are kept, as with ipset.
  */
 export function transactionAround(plan: NftPlan, live: NftState | null): { before: string[]; after: string[] } {
   const redeclared = new Set(plan.sets.redeclare.map((r) => r.name));
-  const rebuild = !!live && (redeclared.size > 0 || plan.chains.redeclare.length > 0);
   const before = [
-    ...(rebuild ? [...live!.chains.keys()].map((c) => `flush chain ${NFT_REF} ${c}`) : []),
-    ...(rebuild ? plan.chains.redeclare.map((c) => `delete chain ${NFT_REF} ${c.name}`) : []),
-    ...(rebuild ? plan.sets.redeclare.map((s) => `delete set ${NFT_REF} ${s.name}`) : []),
+    ...(live && plan.chains.redeclare.length ? [...live.chains.keys()].map((c) => `flush chain ${NFT_REF} ${c}`) : []),
+    ...(live ? plan.chains.redeclare.map((c) => `delete chain ${NFT_REF} ${c.name}`) : []),
     ...plan.sets.refill.filter((s) => !redeclared.has(s.name)).map((s) => `flush set ${NFT_REF} ${s.name}`),
   ];
-  const members: string[] = [];
-  for (const n of redeclared) {
-    const s = live?.sets.get(n);
-    if (!s?.dynamic) continue;
-    for (let i = 0; i < s.elems.length; i += ELEMS_PER_LINE) members.push(`add element ${NFT_REF} ${n} { ${s.elems.slice(i, i + ELEMS_PER_LINE).join(', ')} }`);
-  }
   const after = [
-    ...members,
     ...plan.chains.remove.map((c) => `flush chain ${NFT_REF} ${c}`),
     ...plan.chains.remove.map((c) => `delete chain ${NFT_REF} ${c}`),
     ...plan.sets.remove.map((s) => `delete set ${NFT_REF} ${s}`),
   ];
   return { before, after };
+}
+
+/** one `nft -f` (one kernel transaction): `before` + `script` (when given) + `after` */
+export interface NftTxn { step: 'stage' | 'switch' | 'recreate' | 'final'; before: string[]; script: string | null; after: string[] }
+
+export const txnText = (t: NftTxn): string => [...t.before, ...(t.script === null ? [] : [t.script]), ...t.after, ''].join('\n');
+
+/**
+ * The transactions that turn `live` into the script's state. Each is atomic
+ * and each leaves a table that means either the old policy or the new one.
+ *
+ * Why more than one: the kernel publishes a set's contents to the packet path
+ * at the end of the commit, after the new rules are already live, so a rule
+ * that refers to a set created (or recreated) in the same transaction sees it
+ * EMPTY for a moment (measured on 6.18, see docs/nft.md). Hence:
+ *
+ *  1. stage: create, unreferenced, every set the live table lacks (with its
+ *     elements), and every set whose declaration must change (a comment,
+ *     type, flags) under its staging name `cw-tmp-<name>`, holding the new
+ *     elements (dynamic sets: their live members);
+ *  2. switch: the script (with redeclared sets renamed to their staging
+ *     names) + the lines of transactionAround + delete the old redeclared
+ *     sets (no rule references them any more);
+ *  3. recreate (only with redeclared sets): create them under their own
+ *     names with the new declaration, unreferenced;
+ *  4. final (idem): the script as it is (the rules move to those sets) +
+ *     delete the staging sets.
+ * With no live table there are no rules to protect: the script alone.
+ */
+export function nftTransactions(plan: NftPlan, want: NftState, live: NftState | null, script: string): NftTxn[] {
+  const around = transactionAround(plan, live);
+  if (!live) return [{ step: 'switch', ...around, script }];
+  const redeclared = plan.sets.redeclare.map((r) => r.name);
+  const elemsOf = (n: string): string[] => (want.sets.get(n)!.dynamic ? live.sets.get(n)?.elems ?? [] : want.sets.get(n)!.elems);
+  const stage = [
+    ...plan.sets.create.flatMap((n) => createSetLines(n, want.sets.get(n)!, elemsOf(n))),
+    ...redeclared.flatMap((n) => createSetLines(stagingName(n), want.sets.get(n)!, elemsOf(n))),
+  ];
+  const txns: NftTxn[] = [];
+  if (stage.length) txns.push({ step: 'stage', before: stage, script: null, after: [] });
+  txns.push({
+    step: 'switch', before: around.before, script: renameSets(script, redeclared),
+    after: [...around.after, ...redeclared.map((n) => `delete set ${NFT_REF} ${n}`)],
+  });
+  if (redeclared.length) {
+    txns.push({ step: 'recreate', before: redeclared.flatMap((n) => createSetLines(n, want.sets.get(n)!, elemsOf(n))), script: null, after: [] });
+    txns.push({ step: 'final', before: [], script, after: redeclared.map((n) => `delete set ${NFT_REF} ${stagingName(n)}`) });
+  }
+  return txns;
 }
 
 /** A transaction that puts the table back to a snapshot (`snapshotNft()` text; null = no table). */

@@ -4,7 +4,9 @@
  * two states, the lines added around the script, error line numbers.
  */
 import { describe, expect, it } from 'vitest';
-import { diffNft, elemText, formatNftPlan, nftErrorLine, nftStateHash, parseNftJson, restoreScript, transactionAround } from '../../src/state/nft.js';
+import {
+  createSetLines, diffNft, elemText, formatNftPlan, nftErrorLine, nftStateHash, nftTransactions, parseNftJson, restoreScript, transactionAround, txnText,
+} from '../../src/state/nft.js';
 
 const T = { family: 'inet', table: 'cellwall' };
 function table(opts: {
@@ -80,36 +82,69 @@ describe('nft apply state', () => {
     expect(transactionAround(p, live).after).toEqual([]);
   });
 
-  it('a set or chain whose declaration differs is deleted and recreated in the same transaction, after every chain is flushed', () => {
+  it('a set or chain whose declaration differs is redeclared; a new set is staged before any rule refers to it', () => {
     // the same content-addressed set under another segment's comment, a dynamic set of an older version, a base chain at another priority
-    const want = parseNftJson(table({ comment: 'app-to-app destinations (y)', dynComment: 'running members of g' }));
+    const want = parseNftJson(table({ comment: 'app-to-app destinations (y)', dynComment: 'running members of g', extraSet: 'cw4n-new' }));
     const live = parseNftJson(table({ comment: 'app-to-app destinations (x)', dyn: ['10.255.0.7', { prefix: { addr: '10.255.1.0', len: 24 } }], prio: 10, extraChain: 'CW-OLD-v4' }));
     const p = diffNft(want, live);
     expect(p.empty).toBe(false);
+    expect(p.sets.create).toEqual(['cw4n-new']);
     expect(p.sets.redeclare).toEqual([{ name: 'cw4n-aaa', fields: ['comment'] }, { name: 'cw-d-g-r4', fields: ['comment'] }]);
     expect(p.chains.redeclare).toEqual([{ name: 'forward', fields: ['prio'] }]);
     const text = formatNftPlan(p, want);
     expect(text).toContain('~ set cw4n-aaa: declaration differs (comment): deleted and recreated in the same transaction');
     expect(text).toContain('~ chain forward: 1 -> 1 rules (+0 -0), declaration differs (prio): deleted and recreated');
+    // the chain: every live chain flushed (no jump refers to it), deleted, and the script declares it anew
     const { before, after } = transactionAround(p, live);
     expect(before).toEqual([
-      'flush chain inet cellwall forward', 'flush chain inet cellwall CW-X-v4', 'flush chain inet cellwall CW-OLD-v4',
-      'delete chain inet cellwall forward',
-      'delete set inet cellwall cw4n-aaa', 'delete set inet cellwall cw-d-g-r4',
+      'flush chain inet cellwall forward', 'flush chain inet cellwall CW-X-v4', 'flush chain inet cellwall CW-OLD-v4', 'delete chain inet cellwall forward',
     ]);
-    // the dynamic set's members come back; the older policy's chain still goes
-    expect(after).toEqual([
+    expect(after).toEqual(['flush chain inet cellwall CW-OLD-v4', 'delete chain inet cellwall CW-OLD-v4']);
+
+    const script = 'table inet cellwall {\n  set cw4n-aaa {\n  }\n  chain CW-X-v4 {\n    ip daddr @cw4n-aaa return comment "not cw4n-aaa-x"\n    ip saddr @cw-d-g-r4 drop\n  }\n}\n';
+    const txns = nftTransactions(p, want, live, script);
+    expect(txns.map((x) => x.step)).toEqual(['stage', 'switch', 'recreate', 'final']);
+    // 1. new sets and the staging copies, unreferenced, with their elements (a dynamic set: its live members)
+    expect(txns[0].before).toEqual([
+      'add set inet cellwall cw4n-new { type ipv4_addr; flags interval; }',
+      'add set inet cellwall cw-tmp-cw4n-aaa { type ipv4_addr; flags interval; comment "app-to-app destinations (y)"; }',
+      'add element inet cellwall cw-tmp-cw4n-aaa { 10.0.0.0/8 }',
+      'add set inet cellwall cw-tmp-cw-d-g-r4 { type ipv4_addr; flags interval; comment "running members of g"; }',
+      'add element inet cellwall cw-tmp-cw-d-g-r4 { 10.255.0.7, 10.255.1.0/24 }',
+    ]);
+    // 2. the rules move to the staging names; the old sets go
+    expect(txns[1].script).toBe(script.replace('set cw4n-aaa {', 'set cw-tmp-cw4n-aaa {').replace('@cw4n-aaa return', '@cw-tmp-cw4n-aaa return').replace('@cw-d-g-r4', '@cw-tmp-cw-d-g-r4'));
+    expect(txns[1].script).toContain('"not cw4n-aaa-x"'); // only whole names
+    expect(txns[1].after.slice(-2)).toEqual(['delete set inet cellwall cw4n-aaa', 'delete set inet cellwall cw-d-g-r4']);
+    // 3. the sets under their own names; 4. the script as it is, and the staging sets go
+    expect(txns[2].before).toEqual([
+      'add set inet cellwall cw4n-aaa { type ipv4_addr; flags interval; comment "app-to-app destinations (y)"; }',
+      'add element inet cellwall cw4n-aaa { 10.0.0.0/8 }',
+      'add set inet cellwall cw-d-g-r4 { type ipv4_addr; flags interval; comment "running members of g"; }',
       'add element inet cellwall cw-d-g-r4 { 10.255.0.7, 10.255.1.0/24 }',
-      'flush chain inet cellwall CW-OLD-v4', 'delete chain inet cellwall CW-OLD-v4',
     ]);
+    expect(txns[3].script).toBe(script);
+    expect(txns[3].after).toEqual(['delete set inet cellwall cw-tmp-cw4n-aaa', 'delete set inet cellwall cw-tmp-cw-d-g-r4']);
+    expect(txnText(txns[3])).toBe(`${script}\ndelete set inet cellwall cw-tmp-cw4n-aaa\ndelete set inet cellwall cw-tmp-cw-d-g-r4\n`);
   });
 
-  it('a redeclared set whose elements also differ is not flushed before it is deleted', () => {
-    const want = parseNftJson(table({ comment: 'b' }));
-    const live = parseNftJson(table({ comment: 'a', elems: ['192.0.2.1'] }));
+  it('without a live table the script alone; with one but nothing new, the switch alone', () => {
+    const want = parseNftJson(table({}));
+    expect(nftTransactions(diffNft(want, null), want, null, 'S').map((x) => [x.step, x.before.length, x.script, x.after.length])).toEqual([['switch', 0, 'S', 0]]);
+    const live = parseNftJson(table({ elems: ['192.0.2.1'] }));
     const p = diffNft(want, live);
-    expect(p.sets.refill.map((s) => s.name)).toEqual(['cw4n-aaa']);
-    expect(transactionAround(p, live).before).toEqual(['flush chain inet cellwall forward', 'flush chain inet cellwall CW-X-v4', 'delete set inet cellwall cw4n-aaa']);
+    const txns = nftTransactions(p, want, live, 'S');
+    expect(txns.map((x) => x.step)).toEqual(['switch']);
+    expect(txns[0].before).toEqual(['flush set inet cellwall cw4n-aaa']);
+  });
+
+  it('a concatenated set is recreated with its type and elements as nft prints them', () => {
+    const s = parseNftJson(JSON.stringify({ nftables: [{ set: { ...T, name: 'cw4p-x', type: ['ipv4_addr', 'inet_proto', 'inet_service'], handle: 3, flags: ['interval'], comment: 'asg "ports"',
+      elem: [{ concat: [{ prefix: { addr: '10.0.0.0', len: 8 } }, 'tcp', 5432] }, { concat: [{ range: ['192.0.2.1', '192.0.2.9'] }, 'udp', 53] }] } }] })).sets.get('cw4p-x')!;
+    expect(createSetLines('cw4p-x', s, s.elems)).toEqual([
+      'add set inet cellwall cw4p-x { type ipv4_addr . inet_proto . inet_service; flags interval; comment "asg \'ports\'"; }',
+      'add element inet cellwall cw4p-x { 10.0.0.0/8 . tcp . 5432, 192.0.2.1-192.0.2.9 . udp . 53 }',
+    ]);
   });
 
   it('error lines and the rollback script', () => {

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { kernelGate } from '../helpers/caps.js';
 import { Topology, type ExecResult } from '../kernel/netns.js';
 import { ROOT } from '../kernel/cli.js';
-import { compileNft, liveTable } from './nft.js';
+import { applyNftIn, compileNft, liveTable, tableJsonOf } from './nft.js';
 import { until } from '../helpers/until.js';
 
 const kernel = kernelGate(['ip', 'nft', 'socat', 'ping', 'unshare', 'flock']);
@@ -65,10 +65,7 @@ describe.skipIf(kernel.skip)('apply --backend nft on a cell (kernel)', () => {
     stateDir = mkdtempSync(join(tmp, 'state-'));
   });
 
-  function apply(args: string[], env: Record<string, string> = {}): Promise<ExecResult> {
-    const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-    return t.exec(t.cell, ['env', ...envArgs, process.execPath, BIN, 'apply', '--backend', 'nft', '--state-dir', stateDir, ...args], 60_000);
-  }
+  const apply = (args: string[], env: Record<string, string> = {}): Promise<ExecResult> => applyNftIn(t, stateDir, args, env);
   const pol = (n: 'v1' | 'v2'): string[] => [file(n), '--segment', 'cell'];
 
   async function traffic(): Promise<Name | string> {
@@ -84,12 +81,7 @@ describe.skipIf(kernel.skip)('apply --backend nft on a cell (kernel)', () => {
     return `mixed: ${o}`;
   }
 
-  /** the table as nft prints it, with handles (rewritten objects get new ones) but without counters */
-  async function tableJson(): Promise<string | null> {
-    const r = await t.exec(t.cell, ['nft', '-j', 'list', 'table', 'inet', 'cellwall']);
-    if (r.code !== 0) return null;
-    return r.stdout.replace(/"counter": \{"packets": \d+, "bytes": \d+\}/g, '"counter": {}');
-  }
+  const tableJson = (): Promise<string | null> => tableJsonOf(t);
 
   it('dry-run says 2 and writes nothing; apply loads v1; a second apply writes nothing; dry-run then says 0', async () => {
     expect(await traffic()).toBe('none');
@@ -179,7 +171,7 @@ describe.skipIf(kernel.skip)('apply --backend nft on a cell (kernel)', () => {
     const before = await tableJson();
     const r = await apply(pol('v2'), { CELLWALL_TEST_HOOKS: '1', CELLWALL_TEST_FAULT: 'nft-fail-last-line' });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('nothing was changed (one nft transaction)');
+    expect(r.stderr).toContain('nothing was changed (the nft transactions are atomic)');
     expect(r.stderr).toContain('cw-test-no-such-set');
     expect(r.stderr).toContain('of the transaction (added by apply around ruleset.nft)');
     expect(r.stderr).not.toMatch(/\n\s+at .*\.js:\d+/); // no stack trace

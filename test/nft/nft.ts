@@ -6,8 +6,21 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cellwall } from '../kernel/cli.js';
-import type { Topology } from '../kernel/netns.js';
+import { cellwall, ROOT } from '../kernel/cli.js';
+import type { ExecResult, Topology } from '../kernel/netns.js';
+
+/** `cellwall apply ... --backend nft --state-dir DIR` run inside the cell namespace (nft only ever sees the cell's table) */
+export function applyNftIn(t: Topology, stateDir: string, args: string[], env: Record<string, string> = {}): Promise<ExecResult> {
+  const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  return t.exec(t.cell, ['env', ...envArgs, process.execPath, join(ROOT, 'bin', 'cellwall.js'), 'apply', '--backend', 'nft', '--state-dir', stateDir, ...args], 60_000);
+}
+
+/** the table as nft prints it with handles (rewritten objects get new ones) but without counter values; null without a table */
+export async function tableJsonOf(t: Topology): Promise<string | null> {
+  const r = await t.exec(t.cell, ['nft', '-j', 'list', 'table', 'inet', 'cellwall']);
+  if (r.code !== 0) return null;
+  return r.stdout.replace(/"counter": \{"packets": \d+, "bytes": \d+\}/g, '"counter": {}');
+}
 
 export interface CompiledNft {
   dir: string;
