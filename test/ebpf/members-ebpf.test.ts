@@ -8,7 +8,7 @@
  * program drops: denied probes time out).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { kernelGate } from '../helpers/caps.js';
 import { EXAMPLES, expectProbes } from '../kernel/cli.js';
@@ -118,5 +118,42 @@ describe.skipIf(kernel.skip)('cellwall members --backend ebpf (kernel)', () => {
     const none = await cli(c, ['members', 'list', 'space-govuk', '--backend', 'ebpf', '--state-dir', join(env.tmp, 'empty-state')]);
     expect(none.code).toBe(1);
     expect(none.stderr).toContain('nothing was applied with --backend ebpf on this cell');
+  }, 120_000);
+
+  it('members at a static range boundary: in place when a peer shares the class, rebuilt on del (the static /32 comes back)', async () => {
+    // ops is 10.255.0.5-10.255.0.6: its trie prefixes are the /32s of both addresses
+    const file = join(env.tmp, 'edge.yaml');
+    writeFileSync(file, `version: 1
+mode: tighten
+defaults: { deny: reject }
+networks:
+  overlay: [10.255.0.0/16, "fd00:255::/64"]
+  anywhere: [0.0.0.0/0, "::/0"]
+security_groups:
+  web: [{ protocol: tcp, destination: anywhere, ports: "80" }]
+  tls: [{ protocol: tcp, destination: anywhere, ports: "443" }]
+groups:
+  ops: { networks: [10.255.0.5-10.255.0.6] }
+  space-a: { members: dynamic }
+segments:
+  cell: { container_network: overlay, egress: open }
+bindings:
+  - { security_groups: [web], groups: [ops], phase: running }
+  - { security_groups: [tls], groups: [space-a], phase: running }
+`);
+    const e: EbpfCell = { t, root: join(env.bpffs, 'edge'), stateDir: mkdtempSync(join(env.tmp, 'state-edge-')) };
+    const pol = [file, '--segment', 'cell'];
+    expect((await applyIn(e, pol)).code).toBe(0);
+    const m = (args: string[]) => cli(e, ['members', ...args, '--backend', 'ebpf', '--state-dir', e.stateDir, '--json']);
+    await expectProbes(t, [['tcp', '10.255.0.6', NET4, 80, 'ok'], ['tcp', '10.255.0.6', NET4, 443, 'timeout']]);
+    expect(JSON.parse((await m(['add', 'space-a', '10.255.0.5'])).stdout).ebpf.path).toBe('generation');
+    expect(JSON.parse((await m(['add', 'space-a', '10.255.0.6'])).stdout).ebpf.path).toBe('lpm');
+    await expectProbes(t, [['tcp', '10.255.0.6', NET4, 80, 'ok'], ['tcp', '10.255.0.6', NET4, 443, 'ok']]);
+    const del = JSON.parse((await m(['del', 'space-a', '10.255.0.6'])).stdout) as { ebpf: { path: string } };
+    expect(del.ebpf.path).toBe('generation');
+    await expectProbes(t, [['tcp', '10.255.0.6', NET4, 80, 'ok'], ['tcp', '10.255.0.6', NET4, 443, 'timeout'], ['tcp', '10.255.0.5', NET4, 443, 'ok']]);
+    expect((await applyIn(e, pol)).stdout).toContain('no changes');
+    const d = await cli(e, ['diff', ...pol, '--live', '--backend', 'ebpf', '--state-dir', e.stateDir]);
+    expect(d.code, d.stdout).toBe(0);
   }, 120_000);
 });
