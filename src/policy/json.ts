@@ -27,6 +27,10 @@ const QUOTE = 34, BACKSLASH = 92, COMMA = 44, COLON = 58, MINUS = 45, DOT = 46;
 const LBRACE = 123, RBRACE = 125, LBRACKET = 91, RBRACKET = 93;
 const SPACE = 32, TAB = 9, LF = 10, CR = 13;
 
+/** a raw control character (not allowed inside a JSON string) */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x1f]/g;
+
 /** thrown inside the scanner when the text is not plain JSON */
 class NotJson {}
 const NOT_JSON = new NotJson();
@@ -113,13 +117,28 @@ class Scanner {
     return { kind: 'scalar', start, end: this.pos, value, quoted: false };
   }
 
+  /**
+   * Entries of the collections being scanned (nested ones above their
+   * parents'), copied out into exact-size arrays when a collection closes:
+   * arrays grown by push keep several times the room they need.
+   */
+  private readonly keyStack: ScalarNode[] = [];
+  private readonly valueStack: Node[] = [];
+  private top = 0;
+
+  private push(key: ScalarNode | null, value: Node): void {
+    if (key) this.keyStack[this.top] = key;
+    this.valueStack[this.top++] = value;
+  }
+
   private map(depth: number): MapNode {
     if (depth > MAX_DEPTH) throw NOT_JSON;
     const t = this.text;
-    const node: MapNode = { kind: 'map', start: this.pos, keys: [], values: [] };
+    const start = this.pos;
+    const base = this.top;
     this.pos++;
     this.ws();
-    if (t.charCodeAt(this.pos) === RBRACE) { this.pos++; return node; }
+    if (t.charCodeAt(this.pos) === RBRACE) { this.pos++; return { kind: 'map', start, keys: [], values: [] }; }
     let seen: Set<unknown> | undefined;
     for (;;) {
       if (t.charCodeAt(this.pos) !== QUOTE) throw NOT_JSON;
@@ -132,39 +151,45 @@ class Scanner {
       this.ws();
       const value = this.value(depth);
       // duplicate keys: the YAML path reports them, with its own location
-      const n = node.keys.length;
+      const n = this.top - base;
       if (n < LINEAR_DUP_CHECK) {
-        for (let i = 0; i < n; i++) if ((node.keys[i] as ScalarNode).value === key.value) throw NOT_JSON;
+        for (let i = base; i < this.top; i++) if (this.keyStack[i].value === key.value) throw NOT_JSON;
       } else {
-        if (!seen) seen = new Set(node.keys.map((k) => (k as ScalarNode).value));
+        if (!seen) seen = new Set(this.keyStack.slice(base, this.top).map((k) => k.value));
         if (seen.has(key.value)) throw NOT_JSON;
         seen.add(key.value);
       }
-      node.keys.push(key);
-      node.values.push(value);
+      this.push(key, value);
       this.ws();
       const c = t.charCodeAt(this.pos++);
-      if (c === RBRACE) return node;
+      if (c === RBRACE) break;
       if (c !== COMMA) throw NOT_JSON;
       this.ws();
     }
+    const node: MapNode = { kind: 'map', start, keys: this.keyStack.slice(base, this.top), values: this.valueStack.slice(base, this.top) };
+    this.top = base;
+    return node;
   }
 
   private seq(depth: number): SeqNode {
     if (depth > MAX_DEPTH) throw NOT_JSON;
     const t = this.text;
-    const node: SeqNode = { kind: 'seq', start: this.pos, items: [] };
+    const start = this.pos;
+    const base = this.top;
     this.pos++;
     this.ws();
-    if (t.charCodeAt(this.pos) === RBRACKET) { this.pos++; return node; }
+    if (t.charCodeAt(this.pos) === RBRACKET) { this.pos++; return { kind: 'seq', start, items: [] }; }
     for (;;) {
-      node.items.push(this.value(depth));
+      this.push(null, this.value(depth));
       this.ws();
       const c = t.charCodeAt(this.pos++);
-      if (c === RBRACKET) return node;
+      if (c === RBRACKET) break;
       if (c !== COMMA) throw NOT_JSON;
       this.ws();
     }
+    const node: SeqNode = { kind: 'seq', start, items: this.valueStack.slice(base, this.top) };
+    this.top = base;
+    return node;
   }
 
   /**
@@ -194,19 +219,32 @@ class Scanner {
     return node;
   }
 
+  /**
+   * Offsets of the next backslash and the next control character at or
+   * after the scan position (text.length when there is none), found by
+   * native searches and reused until the scan passes them: a string is
+   * then its closing quote found by indexOf, not a loop over its characters.
+   */
+  private nextBackslash = -1;
+  private nextControl = -1;
+
   /** a string without the cache; escapes go to escapedString */
   private plainString(start: number): ScalarNode {
     const t = this.text;
-    let i = start + 1;
-    for (;;) {
-      const c = t.charCodeAt(i);
-      if (c === QUOTE) break;
-      if (c === BACKSLASH) return this.escapedString(start);
-      if (c < 0x20 || Number.isNaN(c)) throw NOT_JSON; // raw control character, or the text ended
-      i++;
+    const close = t.indexOf('"', start + 1);
+    if (close < 0) throw NOT_JSON;
+    if (this.nextBackslash <= start) {
+      const b = t.indexOf('\\', start + 1);
+      this.nextBackslash = b < 0 ? t.length : b;
     }
-    this.pos = i + 1;
-    return { kind: 'scalar', start, end: i + 1, value: t.slice(start + 1, i), quoted: true };
+    if (this.nextBackslash < close) return this.escapedString(start);
+    if (this.nextControl <= start) {
+      CONTROL.lastIndex = start + 1;
+      this.nextControl = CONTROL.test(t) ? CONTROL.lastIndex - 1 : t.length;
+    }
+    if (this.nextControl < close) throw NOT_JSON; // a raw control character inside the string
+    this.pos = close + 1;
+    return { kind: 'scalar', start, end: close + 1, value: t.slice(start + 1, close), quoted: true };
   }
 
   private escapedString(start: number): ScalarNode {
