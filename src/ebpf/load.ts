@@ -227,10 +227,13 @@ export function canonicalContents(c: MapContents): MapContents {
       return { key: e.key, value: v };
     });
   }
-  // one set of rows per merged class (rows of classes no prefix selects are dropped: unreachable)
+  // one set of rows per merged class; source class 0 is never a class (its row is the policy's `established`
+  // setting, ESTABLISHED_KEY) and stays as it is; rows of other classes no prefix selects are dropped (unreachable)
+  const verdictIn: MapEntry[] = (rows.get(0) ?? []).map((e) => ({ key: e.key, value: e.value }));
+  used.delete(0);
   const from = new Map<number, number>();
   for (const id of [...rows.keys()].sort((a, b) => a - b)) if (used.has(id) && !from.has(remap(id))) from.set(remap(id), id);
-  const verdict: MapEntry[] = [];
+  const verdict: MapEntry[] = verdictIn;
   for (const [to, id] of [...from].sort((a, b) => a[0] - b[0])) {
     for (const e of rows.get(id)!) {
       const k = Buffer.from(e.key);

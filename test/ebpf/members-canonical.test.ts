@@ -42,6 +42,7 @@ describe('canonicalContents', () => {
     const tmp = mkdtempSync(join(tmpdir(), 'cwt-ebpfcanon-'));
     try {
       let merged = 0;
+      let withEstablished = 0;
       for (const seed of [21, 22, 23, 24, 25, 26]) {
         const r = new Rand(0xeb00 + seed);
         const file = join(tmp, `p${seed}.yaml`);
@@ -50,6 +51,10 @@ describe('canonicalContents', () => {
         const raw = planMaps(plan, { members: MEMBERS });
         const canon = canonicalContents(raw);
         expect(canonicalContents(canon), 'idempotent').toEqual(canon);
+        // the policy's `established` row (source class 0, read by the conntrack program) is kept as it is
+        const est = (c: typeof raw) => c.maps[MAP_NAMES.verdict].filter((e) => e.key.readUInt16BE(4) === 0).map((e) => `${e.key.toString('hex')}=${e.value.toString('hex')}`);
+        expect(est(canon)).toEqual(est(raw));
+        if (est(raw).length) withEstablished++;
         expect(canon.maps[MAP_NAMES.verdict].length).toBeLessThanOrEqual(raw.maps[MAP_NAMES.verdict].length);
         if (canon.maps[MAP_NAMES.verdict].length < raw.maps[MAP_NAMES.verdict].length) merged++;
         const bad: string[] = [];
@@ -78,6 +83,7 @@ describe('canonicalContents', () => {
         expect(contentsHash(plusOne)).toBe(contentsHash(more));
       }
       expect(merged, 'some policies had classes to merge').toBeGreaterThan(0);
+      expect(withEstablished, 'some policies accept established traffic').toBeGreaterThan(0);
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }
