@@ -65,8 +65,11 @@ export class Fleet {
     this.n = n;
   }
 
-  /** create namespaces, keys, sshds. opts.slow: cell indexes whose iptables-restore sleeps. */
-  async start({ slow = [] } = {}) {
+  /**
+   * create namespaces, keys, sshds. opts.slow: cell indexes whose iptables-restore sleeps;
+   * opts.wrap: { [cell index]: { [tool]: sh script } } put first in that cell's PATH.
+   */
+  async start({ slow = [], wrap = {} } = {}) {
     const onExit = () => this.stopSync();
     process.once('exit', onExit);
     this.onExit = onExit;
@@ -96,6 +99,15 @@ export class Fleet {
         mkdirSync(bin);
         for (const t of ['iptables-restore', 'ip6tables-restore']) {
           writeFileSync(join(bin, t), `#!/bin/sh\nsleep 4\nexec /usr/sbin/${t} "$@"\n`);
+          chmodSync(join(bin, t), 0o755);
+        }
+        path = `${bin}:${path}`;
+      }
+      if (wrap[i]) {
+        const bin = join(cdir, 'wrap');
+        mkdirSync(bin);
+        for (const [t, text] of Object.entries(wrap[i])) {
+          writeFileSync(join(bin, t), text);
           chmodSync(join(bin, t), 0o755);
         }
         path = `${bin}:${path}`;

@@ -1,0 +1,221 @@
+// cellwall push --backend nft against real sshd's: every cell is a cwt-*
+// namespace running its own sshd; the push command runs in an operator namespace.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { kernelGate } from '../helpers/caps.js';
+import { nftCanon } from '../../src/fleet/plan.js';
+import { Fleet } from './harness.mjs';
+
+const gate = kernelGate(['ip', 'sshd', 'ssh', 'ssh-keygen', 'nft']);
+const ROOT = resolve(__dirname, '../..');
+const CLI = join(ROOT, 'bin/cellwall.js');
+const PWN = ['/tmp/cwt-pwn-nft', '/tmp/cwt-pwn-nft2', '/tmp/cwt-pwn-nft-name'];
+
+const policy = (version: 1 | 2) => `version: 1
+mode: tighten
+networks:
+  overlay: [10.255.0.0/16]
+  vpc: [10.0.0.0/8]
+security_groups:
+  dns:
+    - { protocol: udp, destination: 0.0.0.0/0, ports: "53", description: "dns $(touch ${PWN[0]}) \`touch ${PWN[1]}\` 'q' \\"dq\\"" }
+  web:
+    - { protocol: tcp, destination: ${version === 1 ? '192.0.2.0/24' : '198.51.100.0/24'}, ports: "${version === 1 ? '443' : '443,8443'}" }
+groups:
+  sandbox: { members: dynamic }
+segments:
+  seg-a: { container_network: overlay, egress: open }
+  seg-b: { container_network: overlay, egress: restricted, egress_allow: [vpc] }
+bindings:
+  - { security_groups: [dns], phase: [running, staging] }
+  - { security_groups: [web], groups: [sandbox], phase: running }
+`;
+
+// cells 0-3: two per segment; 4: a cell whose table holds a set the kernel cannot redeclare;
+// 5: a cell where someone else flushes our base chain right after each load (the verify fails)
+const REFUSE = 4, MEDDLE = 5;
+const MEDDLER = `#!/bin/sh
+case "$*" in
+  *-f*/tx.nft) /usr/sbin/nft "$@" || exit $?; exec /usr/sbin/nft flush chain inet cellwall forward ;;
+  *) exec /usr/sbin/nft "$@" ;;
+esac
+`;
+
+describe.skipIf(gate.skip)('cellwall push --backend nft over ssh', () => {
+  let fleet: any;
+  let tmp: string;
+  const pol: string[] = [];
+  const bundles: string[] = [];
+  const json = (r: { stdout: string; stderr: string }) => {
+    try { return JSON.parse(r.stdout); } catch { throw new Error(`not JSON: ${r.stdout}\nstderr: ${r.stderr}`); }
+  };
+  const push = (version: 1 | 2, args: string[], { bundled = true } = {}) =>
+    fleet.run('node', [CLI, 'push', pol[version - 1], '--backend', 'nft', ...(bundled ? ['--bundles', bundles[version - 1]] : []), '--json', ...args]);
+  const listing = (i: number, flags: string[] = []) => {
+    try { return fleet.inCell(i, 'nft', [...flags, 'list', 'table', 'inet', 'cellwall']); } catch { return ''; }
+  };
+  /** the table without counter values (and without handles): what a cell enforces */
+  const state = (i: number) => listing(i).replace(/counter packets \d+ bytes \d+/g, 'counter');
+  const canon = (i: number) => nftCanon(listing(i));
+  const segOf = (i: number) => (i < 2 ? 'seg-a' : 'seg-b');
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'cwt-fleet-nft-'));
+    for (const v of [1, 2] as const) {
+      const f = join(tmp, `policy-v${v}.yaml`);
+      writeFileSync(f, policy(v));
+      pol.push(f);
+      const dir = join(tmp, `v${v}`);
+      for (const s of ['seg-a', 'seg-b']) execFileSync('node', [CLI, 'compile', f, '--segment', s, '--backend', 'nft', '--out', join(dir, s)], { stdio: 'pipe' });
+      bundles.push(dir);
+    }
+    fleet = await new Fleet(6).start({ wrap: { [MEDDLE]: { nft: MEDDLER } } });
+  });
+
+  afterAll(() => {
+    fleet?.stop();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    for (const f of PWN) rmSync(f, { force: true });
+  });
+
+  it('dry-run on fresh cells: per-cell diff, exit 2, nothing written', async () => {
+    const inv = fleet.inventory([0, 1, 2, 3].map((i) => ({ i, segment: segOf(i) })));
+    const r = await push(1, ['--inventory', inv, '--dry-run', '--max-in-flight', '4']);
+    expect(r.code, r.stderr).toBe(2);
+    for (const c of json(r).cells) {
+      expect(c.outcome).toBe('would-change');
+      expect(c.diff.chainsAdded).toContain('forward');
+      expect(c.diff.setsAdded.length).toBeGreaterThan(0);
+      expect(c.diff.entriesAdded).toBeGreaterThan(0);
+    }
+    expect(listing(0)).toBe('');
+  });
+
+  it('pushes to 4 cells; a re-push writes nothing (fast path, full comparison and dry-run agree)', async () => {
+    const inv = fleet.inventory([0, 1, 2, 3].map((i) => ({ i, segment: segOf(i) })));
+    const r = await push(1, ['--inventory', inv, '--max-in-flight', '4']);
+    expect(r.code, r.stderr).toBe(0);
+    const rep = json(r);
+    expect(rep.summary.changed).toBe(4);
+    expect(rep.bundles.map((b: any) => b.segment).sort()).toEqual(['seg-a', 'seg-b']);
+    expect(state(1)).toBe(state(0));
+    expect(state(3)).toBe(state(2));
+    expect(state(0)).not.toBe(state(2));
+    // the cell holds exactly the script's chains and sets
+    const want = nftCanon(readFileSync(join(bundles[0], 'seg-a', 'ruleset.nft'), 'utf8'));
+    const names = (lines: string[], k: string) => [...new Set(lines.filter((l) => l.startsWith(k)).map((l) => l.split(' ')[1]))].sort();
+    expect(names(canon(0), 'C ')).toEqual(names(want, 'C '));
+    expect(names(canon(0), 'S ')).toEqual(names(want, 'S '));
+    expect(canon(0).filter((l) => l.startsWith('E ')).sort()).toEqual(want.filter((l) => l.startsWith('E ')).sort());
+
+    // handles change on any reload: equal handles mean nothing was written
+    const handles = [0, 1, 2, 3].map((i) => listing(i, ['-a']).replace(/counter packets \d+ bytes \d+/g, ''));
+    const rec = join(fleet.cells[2].stateDir, 'fleet-applied');
+    const mtime = statSync(rec).mtimeMs;
+    const again = json(await push(1, ['--inventory', inv, '--max-in-flight', '4']));
+    expect(again.summary.unchanged).toBe(4);
+    expect(again.cells.every((c: any) => c.fastPath)).toBe(true);
+    const full = json(await push(1, ['--inventory', inv, '--max-in-flight', '4', '--no-fast-path']));
+    expect(full.summary.unchanged).toBe(4);
+    expect(full.cells.some((c: any) => c.fastPath)).toBe(false);
+    const dry = await push(1, ['--inventory', inv, '--max-in-flight', '4', '--dry-run']);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(json(dry).summary.unchanged).toBe(4);
+    expect([0, 1, 2, 3].map((i) => listing(i, ['-a']).replace(/counter packets \d+ bytes \d+/g, ''))).toEqual(handles);
+    expect(statSync(rec).mtimeMs).toBe(mtime);
+  });
+
+  it('drift: a rule deleted by hand is re-pushed; an element deleted by hand is found by the full comparison and the dry-run', async () => {
+    const inv = fleet.inventory([0, 1].map((i) => ({ i, segment: 'seg-a' })));
+    const ref = state(0);
+    // cell-0: delete the first rule of the segment's v4 chain
+    const top = canon(0).find((l) => /^C CW-SEG-A-.*-v4$/.test(l))!.split(' ')[1];
+    const handle = /# handle (\d+)/.exec(fleet.inCell(0, 'nft', ['-a', 'list', 'chain', 'inet', 'cellwall', top]).split('\n').find((l: string) => / return /.test(l))!)![1];
+    fleet.inCell(0, 'nft', ['delete', 'rule', 'inet', 'cellwall', top, 'handle', handle]);
+    // cell-1: delete an element of a static set (the probe, which reads no elements, cannot see it)
+    const el = canon(1).find((l) => /^E cw4p-\S+ 192\.0\.2\.0\/24 \. tcp \. 443$/.test(l))!.split(' ');
+    fleet.inCell(1, 'nft', ['delete', 'element', 'inet', 'cellwall', el[1], `{ ${el.slice(2).join(' ')} }`]);
+    expect(state(1)).not.toBe(ref);
+
+    const dry = json(await push(1, ['--inventory', inv, '--max-in-flight', '2', '--dry-run']));
+    const by = (rep: any) => Object.fromEntries(rep.cells.map((c: any) => [c.name, c]));
+    expect(by(dry)['cell-0'].outcome).toBe('would-change');
+    const [[chain, live, want]] = by(dry)['cell-0'].diff.rulesChanged;
+    expect([chain, want - live]).toEqual([top, 1]);
+    expect(by(dry)['cell-1'].outcome).toBe('would-change');
+    expect([by(dry)['cell-1'].diff.entriesAdded, by(dry)['cell-1'].diff.entriesRemoved]).toEqual([1, 0]);
+
+    const r = json(await push(1, ['--inventory', inv, '--max-in-flight', '2', '--canaries', '0']));
+    expect(by(r)['cell-0'].outcome).toBe('changed');
+    expect(by(r)['cell-1'].outcome).toBe('unchanged');
+    expect(state(0)).toBe(ref);
+    const full = json(await push(1, ['--inventory', inv, '--max-in-flight', '2', '--canaries', '0', '--no-fast-path']));
+    expect(by(full)['cell-0'].outcome).toBe('unchanged');
+    expect(by(full)['cell-1'].outcome).toBe('changed');
+    expect(state(1)).toBe(ref);
+  });
+
+  it('a new policy (compiled by push) replaces the old chains and sets; dynamic members survive', async () => {
+    const inv = fleet.inventory([2, 3].map((i) => ({ i, segment: 'seg-b' })));
+    const dyn = canon(2).find((l) => /^S cw-d-sandbox-r4 /.test(l))!.split(' ')[1];
+    fleet.inCell(2, 'nft', ['add', 'element', 'inet', 'cellwall', dyn, '{ 10.255.0.7 }']);
+    const oldSets = canon(2).filter((l) => l.startsWith('S cw4')).map((l) => l.split(' ')[1]);
+    const r = await push(2, ['--inventory', inv, '--max-in-flight', '2'], { bundled: false });
+    expect(r.code, r.stderr).toBe(0);
+    expect(json(r).summary.changed).toBe(2);
+    const want = nftCanon(readFileSync(join(bundles[1], 'seg-b', 'ruleset.nft'), 'utf8'));
+    const now = canon(2);
+    const chains = (lines: string[]) => [...new Set(lines.filter((l) => l.startsWith('C ')))].sort();
+    expect(chains(now)).toEqual(chains(want));
+    const sets = now.filter((l) => l.startsWith('S ')).map((l) => l.split(' ')[1]);
+    expect(sets.filter((s) => oldSets.includes(s) && !want.some((w) => w.startsWith(`S ${s} `)))).toEqual([]);
+    expect(now).toContain(`E ${dyn} 10.255.0.7`);
+    const staticElems = (lines: string[]) => lines.filter((l) => l.startsWith('E ') && !l.startsWith('E cw-d-')).sort();
+    expect(staticElems(now)).toEqual(staticElems(want));
+    const again = json(await push(2, ['--inventory', inv, '--max-in-flight', '2'], { bundled: false }));
+    expect(again.summary.unchanged).toBe(2);
+  });
+
+  it('a cell whose kernel refuses the transaction is rolled back (table as before); the others change', async () => {
+    const name = /^ {2}set (cw4p-\S+) \{$/m.exec(readFileSync(join(bundles[1], 'seg-a', 'ruleset.nft'), 'utf8'))![1];
+    fleet.inCell(REFUSE, 'nft', ['add', 'table', 'inet', 'cellwall']);
+    fleet.inCell(REFUSE, 'nft', ['add', 'set', 'inet', 'cellwall', name, '{ type ipv6_addr; }']);
+    const before = listing(REFUSE, ['-a']);
+    const inv = fleet.inventory([{ i: 0, segment: 'seg-a' }, { i: REFUSE, segment: 'seg-a', name: 'refusing' }]);
+    const r = await push(2, ['--inventory', inv, '--max-in-flight', '2', '--canaries', '0']);
+    expect(r.code).toBe(1);
+    const by = Object.fromEntries(json(r).cells.map((c: any) => [c.name, c]));
+    expect(by.refusing.outcome).toBe('rolled-back');
+    expect(by.refusing.reason).toMatch(/nft refused the transaction, nothing changed: .*(File exists|Error)/);
+    expect(listing(REFUSE, ['-a'])).toBe(before);
+    expect(by['cell-0'].outcome).toBe('changed');
+  });
+
+  it('a verify failure after the load restores the previous table (snapshot, one transaction)', async () => {
+    const inv = fleet.inventory([{ i: MEDDLE, segment: 'seg-a', name: 'meddled' }]);
+    // first a state to go back to: v1 loads, then the meddler empties forward, so v1 already fails to verify
+    const first = json(await push(1, ['--inventory', inv]));
+    expect(first.cells[0].outcome).toBe('rolled-back');
+    expect(listing(MEDDLE)).toBe('');
+    // an earlier table (here made by hand) comes back as it was, elements and all
+    fleet.inCell(MEDDLE, '/usr/sbin/nft', ['-f', join(bundles[0], 'seg-b', 'ruleset.nft')]);
+    const before = state(MEDDLE);
+    const r = json(await push(1, ['--inventory', inv]));
+    expect(r.cells[0].outcome).toBe('rolled-back');
+    expect(r.cells[0].reason).toMatch(/verification failed: .*forward/);
+    expect(state(MEDDLE)).toBe(before);
+  });
+
+  it('nothing from the inventory or the policy reaches a remote shell unquoted', async () => {
+    const names = [`$(touch ${PWN[2]})`, `\`touch ${PWN[2]}\`; it's`];
+    const inv = fleet.inventory(names.map((name, k) => ({ i: k, segment: 'seg-a', name })));
+    const r = await push(1, ['--inventory', inv, '--max-in-flight', '2']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(json(r).cells.map((c: any) => c.name)).toEqual(names);
+    expect(listing(0)).toContain(`dns $(touch ${PWN[0]}) \`touch ${PWN[1]}\``);
+    for (const f of PWN) expect(existsSync(f)).toBe(false);
+  });
+});
