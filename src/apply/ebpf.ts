@@ -36,9 +36,12 @@ import { cellwallVersion, ensureStateDir, journalPath, manifestPath, readJson, w
 
 export const EBPF_BACKEND = 'ebpf';
 
+/** a program object to load; the first one the kernel accepts is used */
+export interface EbpfObject { variant: string; object: Buffer }
+
 export interface EbpfInput {
-  /** cellwall.bpf.o */
-  object: Buffer;
+  /** in order of preference: from POLICY the conntrack program then the stateless one; from --payload its cellwall.bpf.o */
+  objects: EbpfObject[];
   /** the iptables payload texts of the same compile (the plan is rebuilt from them for members) */
   texts: { ipset: string; v4: string; v6: string };
   /** the compiled plan (lazily: from the policy, or parsed back from the payload texts) */
@@ -102,6 +105,8 @@ export interface EbpfManifest {
   cellwall: string; time: string; policyHash: string | null; segment: string | null; source: string;
   payloadHash: string; backend: 'ebpf'; root: string; devices: string[];
   generation: string; progId: number; attached: string[];
+  /** which object was loaded (conntrack, stateless, compiled) */
+  variant?: string;
   hashes: { maps: string };
   members: number;
   fill?: { method: FillMethod; entries: number; ms: number };
@@ -125,7 +130,7 @@ function testFault(point: string): boolean {
 
 export async function loadEbpfInput(spec: InputSpec): Promise<EbpfInput> {
   const stamp = await inputStamp(spec);
-  const { buildObject } = await import('../ebpf/program.js');
+  const { objectsToTry } = await import('../ebpf/program.js');
   const { planFromPayloads } = await import('../diff/parse.js');
   if (spec.payload) {
     const { readPayloadDir } = await import('./payload.js');
@@ -147,7 +152,7 @@ export async function loadEbpfInput(spec: InputSpec): Promise<EbpfInput> {
     const texts = { ipset: p.ipset, v4: p.v4, v6: p.v6 };
     const segment = spec.segment ?? m?.segment ?? null;
     return {
-      object, texts, maps, source: spec.payload, policyHash: m?.policyHash ?? m?.policy?.hash ?? null, segment, stamp,
+      objects: [{ variant: 'compiled', object }], texts, maps, source: spec.payload, policyHash: m?.policyHash ?? m?.policy?.hash ?? null, segment, stamp,
       plan: async () => planFromPayloads(texts, segment ?? '(payload)', spec.payload),
     };
   }
@@ -160,7 +165,7 @@ export async function loadEbpfInput(spec: InputSpec): Promise<EbpfInput> {
   const plan = compileSegment(policy, seg).plan;
   const p = renderPayloads(plan);
   return {
-    object: buildObject(), texts: { ipset: p['ipset.restore'], v4: p['iptables.v4'], v6: p['iptables.v6'] }, maps: null,
+    objects: objectsToTry(), texts: { ipset: p['ipset.restore'], v4: p['iptables.v4'], v6: p['iptables.v6'] }, maps: null,
     source: `${spec.policy} --segment ${seg}`, policyHash: policy.hash, segment: seg, stamp, plan: async () => plan,
   };
 }
@@ -176,7 +181,8 @@ export async function wantedContents(input: EbpfInput, members: MapMember[]): Pr
   return canonicalContents(planMaps(await input.plan(), { members }));
 }
 
-export const targetOf = (object: Buffer, mapsHash: string): string => sha(`cellwall.bpf.o\0${sha(object.toString('base64'))}\0maps\0${mapsHash}`);
+export const targetOf = (objects: EbpfObject[], mapsHash: string): string =>
+  sha(`${objects.map((o) => `${o.variant}\0${sha(o.object.toString('base64'))}`).join('\0')}\0maps\0${mapsHash}`);
 
 function describe(e: unknown): string {
   if (e instanceof StepError) return `step ${e.step}: ${e.message}`;
@@ -299,7 +305,7 @@ export async function applyEbpfLocked(input: EbpfInput, o: EbpfApplyOptions, mem
   const tr = performance.now();
   const want = await wantedContents(input, members);
   const wantHash = contentsHash(want);
-  const target = targetOf(input.object, wantHash);
+  const target = targetOf(input.objects, wantHash);
   const live = await readLiveEbpf(exec, o.root, o.devices);
   if (live.devices.length === 0) {
     warnings.push(`no network device here matches --devices ${o.devices.join(',')}: the program is loaded but attached nowhere (apply --watch attaches it to devices as they appear)`);
@@ -324,9 +330,10 @@ export async function applyEbpfLocked(input: EbpfInput, o: EbpfApplyOptions, mem
   const g: Generation = plan.load ? generation(o.root, plan.generation!) : current!.gen;
   let filled: { method: FillMethod; entries: number; ms: number } | undefined;
   let progId: number;
+  let variant = prev?.variant;
   try {
     if (plan.load) {
-      await step('load', () => loadObjectFrom(exec, input.object, g, ebpfStateDir(o.stateDir)));
+      variant = await step('load', () => loadFirst(exec, input.objects, g, ebpfStateDir(o.stateDir), warnings));
       const tf = performance.now();
       const f = await step('fill', () => fill(exec, want, g, ebpfStateDir(o.stateDir), o.fill));
       filled = { method: f.method, entries: f.entries, ms: performance.now() - tf };
@@ -363,12 +370,13 @@ export async function applyEbpfLocked(input: EbpfInput, o: EbpfApplyOptions, mem
   for (const name of plan.unpin) await rm(generation(o.root, name).dir, { recursive: true, force: true }).catch((e: Error) => warnings.push(`unpin ${name}: ${e.message}`));
   const tWrite = performance.now() - tw;
   await writeApplied(o.stateDir, {
-    source: input.source, policyHash: input.policyHash, segment: input.segment, ...input.texts, object: input.object.toString('base64'),
+    source: input.source, policyHash: input.policyHash, segment: input.segment, ...input.texts,
+    objects: input.objects.map((x) => ({ variant: x.variant, object: x.object.toString('base64') })),
   });
   const m: EbpfManifest = {
     cellwall: cellwallVersion(), time: new Date().toISOString(), policyHash: input.policyHash, segment: input.segment, source: input.source,
     payloadHash: target, backend: EBPF_BACKEND, root: o.root, devices: o.devices, generation: g.dir.slice(o.root.length + 1), progId,
-    attached: live.devices.map((d) => d.dev), hashes: { maps: wantHash }, members: members.length,
+    attached: live.devices.map((d) => d.dev), hashes: { maps: wantHash }, members: members.length, ...(variant ? { variant } : {}),
     ...(filled ? { fill: filled } : prev?.fill ? { fill: prev.fill } : {}),
   };
   await writeAtomic(manifestPath(o.stateDir), JSON.stringify(m, null, 2) + '\n');
@@ -379,11 +387,26 @@ export async function applyEbpfLocked(input: EbpfInput, o: EbpfApplyOptions, mem
   });
 }
 
-async function loadObjectFrom(exec: Exec, object: Buffer, g: Generation, scratch: string): Promise<void> {
+/** load the first object the kernel accepts (e.g. the conntrack program needs kfunc support); returns its variant */
+async function loadFirst(exec: Exec, objects: EbpfObject[], g: Generation, scratch: string, warnings: string[]): Promise<string> {
   const { writeFile } = await import('node:fs/promises');
-  const file = join(scratch, `cellwall-${process.pid}.bpf.o`);
-  await writeFile(file, object);
-  try { await loadObject(exec, file, g); } finally { await rm(file, { force: true }); }
+  const refused: string[] = [];
+  for (const o of objects) {
+    const file = join(scratch, `cellwall-${process.pid}-${o.variant}.bpf.o`);
+    await writeFile(file, o.object);
+    try {
+      if (o === objects[0] && objects.length > 1 && testFault('ebpf-refuse-first')) throw new Error('refused by the test hook');
+      await loadObject(exec, file, g);
+      if (refused.length) warnings.push(`${refused.join('; ')}; loaded the ${o.variant} program`);
+      return o.variant;
+    } catch (e) {
+      refused.push(`the ${o.variant} program was refused (${(e as Error).message.split('\n').filter(Boolean).slice(-1)[0]})`);
+      await rm(g.dir, { recursive: true, force: true });
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+  throw new Error(refused.join('; '));
 }
 
 export async function applyEbpf(input: EbpfInput, o: EbpfApplyOptions): Promise<EbpfApplyResult> {

@@ -71,7 +71,7 @@ export async function runMembersEbpf(req: MembersRequest, addresses: Array<{ fam
     if (changed.length === 0) return { group: req.group, phase: req.phase, sets, members: [] };
     await writeMembers(o.stateDir, next);
     const input = {
-      object: Buffer.from(applied.object, 'base64'), texts, maps: null, source: applied.source, policyHash: applied.policyHash,
+      objects: applied.objects.map((x) => ({ variant: x.variant, object: Buffer.from(x.object, 'base64') })), texts, maps: null, source: applied.source, policyHash: applied.policyHash,
       segment: applied.segment, stamp: '', plan: async () => plan,
     };
     const { generation, contentsHash, readMaps } = await import('../ebpf/load.js');
@@ -89,7 +89,7 @@ export async function runMembersEbpf(req: MembersRequest, addresses: Array<{ fam
       const hash = contentsHash(await readMaps(hostExec, g));
       const { manifestPath: mp, writeAtomic } = await import('../apply/statedir.js');
       await writeAtomic(mp(o.stateDir), JSON.stringify({
-        ...manifest, time: new Date().toISOString(), payloadHash: ebpf.targetOf(input.object, hash), hashes: { maps: hash }, members: next.length,
+        ...manifest, time: new Date().toISOString(), payloadHash: ebpf.targetOf(input.objects, hash), hashes: { maps: hash }, members: next.length,
       }, null, 2) + '\n');
       return { group: req.group, phase: req.phase, sets, members: changed, ebpf: { path: 'lpm', updates, generation: manifest.generation } };
     }

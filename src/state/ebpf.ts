@@ -101,8 +101,8 @@ export interface AppliedInput {
   policyHash: string | null;
   segment: string | null;
   ipset: string; v4: string; v6: string;
-  /** cellwall.bpf.o, base64 */
-  object: string;
+  /** the program objects in order of preference, base64 */
+  objects: Array<{ variant: string; object: string }>;
 }
 
 export async function readMembers(stateDir: string): Promise<MapMember[]> {

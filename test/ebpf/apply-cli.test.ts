@@ -92,6 +92,8 @@ describe.skipIf(kernel.skip)('apply --backend ebpf on a cell (kernel)', () => {
     const m = JSON.parse(readFileSync(join(c.stateDir, 'manifest.json'), 'utf8')) as { backend: string; generation: string; progId: number; fill: { method: string } };
     expect(m).toMatchObject({ backend: 'ebpf', generation: gens[0], progId: j.hashes.progId });
     expect(m.fill.method).toBe('syscall');
+    // from POLICY the conntrack program is tried first (this kernel has the kfuncs)
+    expect((m as { variant?: string }).variant).toBe('conntrack');
     expect(existsSync(join(c.stateDir, 'journal.json'))).toBe(false);
 
     const again = await applyIn(c, pol('v1'));
@@ -123,13 +125,18 @@ describe.skipIf(kernel.skip)('apply --backend ebpf on a cell (kernel)', () => {
     expect((await applyIn(c, pol('v2'))).stdout).toContain('no changes');
   }, 120_000);
 
-  it('--payload DIR of `compile --backend ebpf` installs the same maps as POLICY', async () => {
+  it('--payload DIR of `compile --backend ebpf` installs the same maps as POLICY (with the compiled object)', async () => {
     const out = mkdtempSync(join(env.tmp, 'out-'));
     const comp = await t.exec(t.cell, [process.execPath, BIN, 'compile', ...pol('v2'), '--backend', 'ebpf', '--out', out]);
     expect(comp.code, comp.stderr).toBe(0);
     expect((await applyIn(c, ['--payload', out])).code).toBe(0);
     expect(await traffic()).toBe('v2');
-    expect((await applyIn(c, pol('v2'))).stdout).toContain('no changes');
+    expect(JSON.parse(readFileSync(join(c.stateDir, 'manifest.json'), 'utf8')).variant).toBe('compiled');
+    expect((await applyIn(c, ['--payload', out])).stdout).toContain('no changes');
+    // from POLICY the program differs (conntrack first), the maps do not
+    const dry = await applyIn(c, [...pol('v2'), '--dry-run']);
+    expect(dry.code).toBe(2);
+    expect(dry.stdout).toContain('against the live generation: same entries');
     const missing = await applyIn(c, ['--payload', env.tmp]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/cannot read payload file|cellwall\.bpf\.o: cannot read/);
@@ -165,6 +172,14 @@ describe.skipIf(kernel.skip)('apply --backend ebpf on a cell (kernel)', () => {
     expect(await attachedId(c)).toBe(id);
     expect(await traffic()).toBe('v1');
     expect(existsSync(join(c.stateDir, 'journal.json'))).toBe(false);
+  }, 120_000);
+
+  it('when the conntrack program is refused, the stateless one is loaded and the warning says why', async () => {
+    const r = await applyIn(c, pol('v1'), { CELLWALL_TEST_HOOKS: '1', CELLWALL_TEST_FAULT: 'ebpf-refuse-first' });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('the conntrack program was refused (refused by the test hook); loaded the stateless program');
+    expect(JSON.parse(readFileSync(join(c.stateDir, 'manifest.json'), 'utf8')).variant).toBe('stateless');
+    expect(await traffic()).toBe('v1');
   }, 120_000);
 
   it('a first apply that fails leaves no filter and nothing pinned', async () => {
