@@ -20,7 +20,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CellwallError } from '../errors.js';
 import {
-  desiredNft, diffNft, emptyNftPlan, formatNftPlan, loadNft, NFT_REF, nftStateHash, nftTransactions, readLiveNft, restoreScript, snapshotNft, stagingName, txnText,
+  desiredNft, diffNft, emptyNftPlan, formatNftPlan, forwardDropChains, loadNft, NFT_REF, nftStateHash, nftTransactions, readLiveNft, restoreScript, scriptMode, snapshotNft, stagingName, txnText,
   type NftPlan, type NftRunError, type NftState,
 } from '../state/nft.js';
 import { sha } from '../state/index.js';
@@ -143,6 +143,12 @@ export async function applyNft(input: NftInput, opts: NftApplyOptions): Promise<
     hashes: live ? { table: nftStateHash(live) } : null, recovered, warnings, ms: { total: performance.now() - t0, read, write },
   });
 
+  if (scriptMode(input.script) === 'enforce') {
+    const drops = await forwardDropChains();
+    if (drops.length) {
+      warnings.push(`enforce mode with the nft backend: the forward hook's base chain(s) ${drops.join(', ')} have policy drop; a packet cellwall accepts still goes through them and is dropped there (an nft accept ends only its own base chain). Make cellwall the only forward filter (their policy accept, no drop rules for the governed sources) or use --backend iptables; see docs/nft.md`);
+    }
+  }
   if (opts.dryRun) {
     const tr = performance.now();
     const live = await readLiveNft();

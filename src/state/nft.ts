@@ -90,6 +90,24 @@ export async function snapshotNft(): Promise<string | null> {
   return r.stdout;
 }
 
+/**
+ * Other tables' base chains on the forward hook whose policy is drop (e.g.
+ * iptables-nft's `ip filter FORWARD` at policy DROP), as `family table chain`.
+ * Our `accept` cannot override them: see "enforce" in docs/nft.md.
+ */
+export async function forwardDropChains(): Promise<string[]> {
+  const r = await run('nft', ['-j', 'list', 'chains']);
+  if (r.code !== 0) return [];
+  const items = (JSON.parse(r.stdout) as { nftables?: Json[] }).nftables ?? [];
+  return items.flatMap((it) => {
+    const c = it.chain as { family: string; table: string; name: string; hook?: string; policy?: string } | undefined;
+    return c && c.hook === 'forward' && c.policy === 'drop' && !(c.family === NFT_FAMILY && c.table === NFT_TABLE) ? [`${c.family} ${c.table} ${c.name}`] : [];
+  });
+}
+
+/** the mode ruleset.nft was compiled for, from its first line (`# cellwall V segment S (MODE) policy H`) */
+export const scriptMode = (script: string): string | null => /^# cellwall \S+ segment .* \((tighten|enforce)\) policy \S+$/m.exec(script.split('\n', 1)[0] ?? '')?.[1] ?? null;
+
 /** the first `FILE:LINE:COL` nft reports, as a line number */
 export function nftErrorLine(stderr: string): number | null {
   const m = /^[^:\n]*:(\d+):\d+(?:-\d+)?: Error/m.exec(stderr);

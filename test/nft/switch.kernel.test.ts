@@ -60,6 +60,7 @@ describe.skipIf(kernel.skip)('apply --backend nft: any table to any table in one
     tmp = mkdtempSync(join(tmpdir(), 'cwt-nftswitch-'));
     writeFileSync(join(tmp, 'a.yaml'), policy('db', 0));
     writeFileSync(join(tmp, 'b.yaml'), policy('database', 1));
+    writeFileSync(join(tmp, 'enforce.yaml'), policy('db', 0).replace('mode: tighten', 'mode: enforce'));
     t = await Topology.create();
   }, 60_000);
   afterAll(async () => {
@@ -218,5 +219,23 @@ describe.skipIf(kernel.skip)('apply --backend nft: any table to any table in one
     expect(set.comment).toBe('running members of sandbox');
     expect(set.elem).toEqual(['10.255.0.5', '10.255.0.6']);
     expect(await segment()).toBe('y'); // .5 is governed again
+  }, 120_000);
+
+  it('enforce mode: apply warns that a platform FORWARD at policy drop still drops what cellwall accepts (and it does)', async () => {
+    const enforce = [join(tmp, 'enforce.yaml'), '--segment', 'x'];
+    try {
+      await t.platform({ policy: 'DROP' });
+      const r = await apply(enforce);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/warning: enforce mode with the nft backend: the forward hook's base chain\(s\) ip filter FORWARD, ip6 filter FORWARD have policy drop/);
+      expect((await t.tcp('10.255.0.2', '10.0.0.10', 5432, { timeoutMs: 2000 })).outcome).toBe('timeout'); // accepted by cellwall, dropped by the platform
+      await t.platform({ policy: 'ACCEPT' });
+      const again = await apply(enforce);
+      expect(again.stdout).toContain('no changes');
+      expect(again.stderr).not.toContain('warning');
+      expect((await t.tcp('10.255.0.2', '10.0.0.10', 5432, { timeoutMs: 4000 })).outcome).toBe('ok');
+    } finally {
+      await t.platform({ policy: 'ACCEPT' });
+    }
   }, 120_000);
 });
