@@ -38,13 +38,20 @@ export function parseLive(stdout: string): CwPart | null {
   return part;
 }
 
-/** The same view of a bundle. */
+/** The same view of a bundle (computed once per bundle: every cell of a segment compares with it). */
+const parts = new WeakMap<Bundle, CwPart>();
 export function bundlePart(b: Bundle): CwPart {
+  let p = parts.get(b);
+  if (!p) parts.set(b, (p = bundlePartOf(b)));
+  return p;
+}
+
+function bundlePartOf(b: Bundle): CwPart {
   const rules = (text: string) => text.split('\n').filter((l) => /^:CW-/.test(l) || /^-A CW-/.test(l) || (/^-[AI] FORWARD /.test(l) && / -j CW-/.test(l)))
     .map((l) => (l.startsWith(':') ? l.split(/\s+/)[0] : l));
-  const sets = b.files['ipset.restore'].split('\n')
+  const sets = (b.files['ipset.restore'] ?? '').split('\n')
     .filter((l) => { const w = l.split(' '); return (w[0] === 'create' || w[0] === 'add') && isCwSet(w[1] ?? '') && !isDynamicSet(w[1]); });
-  return { v4: rules(b.files['iptables.v4']), v6: rules(b.files['iptables.v6']), sets };
+  return { v4: rules(b.files['iptables.v4'] ?? ''), v6: rules(b.files['iptables.v6'] ?? ''), sets };
 }
 
 /** Spelling differences between a restore payload and iptables-save output. */
@@ -60,6 +67,8 @@ export function normalizeRule(l: string): string {
 function normalizeEntry(l: string): string {
   return l.replace(/\/(?:32|128)(?=[\s,]|$)/, '').replace(/\s+/g, ' ').trim();
 }
+
+const entrySets = new WeakMap<CwPart, Set<string>>();
 
 export function diffPart(live: CwPart, want: CwPart): CellDiff {
   const chains = (p: CwPart) => new Set([...p.v4, ...p.v6].filter((l) => l.startsWith(':')).map((l) => l.slice(1)));
@@ -84,7 +93,12 @@ export function diffPart(live: CwPart, want: CwPart): CellDiff {
     if (a !== b) rulesChanged.push([c, a, b]);
   }
   const setNames = (p: CwPart) => new Set(p.sets.filter((l) => l.startsWith('create ')).map((l) => l.split(/\s+/)[1]));
-  const entries = (p: CwPart) => new Set(p.sets.filter((l) => l.startsWith('add ')).map((l) => normalizeEntry(l.split(/\s+/).slice(2).join(' '))));
+  // the entry only (field 3): a bundle's add lines end with "-exist", ipset save's do not
+  const entries = (p: CwPart) => {
+    let e = entrySets.get(p);
+    if (!e) entrySets.set(p, (e = new Set(p.sets.filter((l) => l.startsWith('add ')).map((l) => normalizeEntry(l.split(/\s+/)[2] ?? '')))));
+    return e;
+  };
   const ls = setNames(live), ws = setNames(want);
   const le = entries(live), we = entries(want);
   const text = [

@@ -157,6 +157,14 @@ export function applyStream(bundle: Bundle, mode: ScriptMode, compress: boolean)
   return b;
 }
 
+/** nft: the canonical lines of a bundle's script, once per bundle */
+const canons = new WeakMap<Bundle, string[]>();
+function scriptCanon(bundle: Bundle): string[] {
+  let c = canons.get(bundle);
+  if (!c) canons.set(bundle, (c = nftCanon(bundle.files['ruleset.nft'] ?? '')));
+  return c;
+}
+
 /** CPU ms reported by the cell's shells (`times`: each marker line and the next one; the probe and the stream each print one), or 0 */
 export function parseCellCpu(stdout: string): number {
   let ms = 0;
@@ -225,7 +233,7 @@ export async function runCell(cell: Cell, bundle: Bundle, mode: ScriptMode, cfg:
   const planDiff = (): CellDiff | undefined => {
     if (backend === 'nft') {
       const live = parseNftLive(r.stdout);
-      return live ? diffNft(live, nftCanon(bundle.files['ruleset.nft'] ?? '')) : undefined;
+      return live ? diffNft(live, scriptCanon(bundle)) : undefined;
     }
     const live = parseLive(r.stdout);
     return live ? diffPart(live, bundlePart(bundle)) : undefined;

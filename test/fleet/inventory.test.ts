@@ -8,7 +8,7 @@ import { buildScript, remoteCommand, shq } from '../../src/fleet/script.js';
 import { bundleHash } from '../../src/fleet/bundle.js';
 import { applyStream, parseCellCpu, parseMaxInFlight, rawSegments } from '../../src/fleet/push.js';
 import { bundlePart } from '../../src/fleet/plan.js';
-import { diffPart, lineDiff, normalizeRule } from '../../src/fleet/plan.js';
+import { diffNft, diffPart, lineDiff, nftCanon, normalizeRule } from '../../src/fleet/plan.js';
 import { DiagnosticsError } from '../../src/errors.js';
 
 const INV = `ssh:
@@ -163,6 +163,17 @@ describe('transport and stream', () => {
 });
 
 describe('dry-run diff', () => {
+  it('nft: canonical lines of a script and of the kernel listing agree (spacing, /32, counters)', () => {
+    const script = 'table inet cellwall {\n  set cw4p-a {\n    type ipv4_addr . inet_proto . inet_service; flags interval;\n    elements = {\n      10.0.0.1/32 . tcp . 443,\n      10.1.0.0/16 . udp . 53\n    }\n  }\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n    counter jump CW-x-v4\n  }\n}\n';
+    const kernel = 'table inet cellwall {\n\tset cw4p-a {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags interval\n\t\telements = { 10.0.0.1 . tcp . 443,\n\t\t\t     10.1.0.0/16 . udp . 53 }\n\t}\n\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tcounter packets 12 bytes 3400 jump CW-x-v4\n\t}\n}\n';
+    expect(nftCanon(kernel)).toEqual(nftCanon(script));
+    expect(nftCanon(script)).toEqual(['S cw4p-a type ipv4_addr . inet_proto . inet_service', 'S cw4p-a flags interval',
+      'E cw4p-a 10.0.0.1 . tcp . 443', 'E cw4p-a 10.1.0.0/16 . udp . 53', 'C forward',
+      'R forward type filter hook forward priority filter; policy accept;', 'R forward counter jump CW-x-v4']);
+    const d = diffNft(nftCanon(kernel).filter((l) => !l.includes('udp . 53')), nftCanon(script));
+    expect([d.entriesAdded, d.entriesRemoved, d.rulesChanged, d.chainsAdded]).toEqual([1, 0, [], []]);
+  });
+
   it('normalises iptables-save spellings and diffs rules, chains and entries', () => {
     expect(normalizeRule('-I FORWARD 1 -j CW-x')).toBe('-A FORWARD -j CW-x');
     expect(normalizeRule('-A CW-x -p udp -m udp --dport 53 -m comment --comment "a b" -j RETURN'))
@@ -175,5 +186,9 @@ describe('dry-run diff', () => {
     expect(d.rulesChanged).toEqual([['CW-x', 1, 2]]);
     expect([d.setsAdded, d.setsRemoved, d.entriesAdded, d.entriesRemoved]).toEqual([['cw-b'], ['cw-a'], 1, 1]);
     expect(d.text).toEqual(['+ :CW-y', '+ -A CW-x -j CW-y']);
+    // compiled add lines end with -exist; ipset save prints none and drops a host's /32
+    const same = diffPart({ v4: [], v6: [], sets: ['create cw4p-a hash:net,port family inet', 'add cw4p-a 10.0.0.1,tcp:443', 'add cw4p-a 10.1.0.0/16,udp:53'] },
+      { v4: [], v6: [], sets: ['create cw4p-a hash:net,port family inet -exist', 'add cw4p-a 10.0.0.1/32,tcp:443 -exist', 'add cw4p-a 10.1.0.0/16,udp:53 -exist'] });
+    expect([same.entriesAdded, same.entriesRemoved]).toEqual([0, 0]);
   });
 });

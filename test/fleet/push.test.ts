@@ -328,6 +328,10 @@ describe.skipIf(gate.skip)('cellwall push over ssh', () => {
     expect(fleet.inCell(6, 'ipset', ['list', '-n'])).not.toMatch(/stale/);
     const again = await fleet.run('node', [CLI, 'push', policy, '--inventory', inv, '--json', '--max-in-flight', '2']);
     expect(json(again).summary.unchanged).toBe(2);
+    // the dry-run agrees: the compiler's add lines end with -exist, ipset save's do not; same entries
+    const dry = await fleet.run('node', [CLI, 'push', policy, '--inventory', inv, '--json', '--max-in-flight', '2', '--dry-run']);
+    expect(dry.code, dry.stdout).toBe(0);
+    expect(json(dry).summary.unchanged).toBe(2);
     expect(json(again).cells.every((c: any) => c.fastPath)).toBe(true);
     // an entry deleted by hand from a compiled set: the probe sees the count, the set is rebuilt
     const entry = st.split('\n').find((l) => /^add cw4n-/.test(l))!.split(' ');
