@@ -8,7 +8,7 @@ import type { SourceLoc } from '../errors.js';
 import type { AddrSet } from '../core/index.js';
 import type { PortRange, Protocol } from './model.js';
 import { AddressPool, NAME_RE, type EntryItem } from './addresses.js';
-import type { Node, ScalarNode } from './nodes.js';
+import type { MapNode, Node, ScalarNode } from './nodes.js';
 import { child, type Reader } from './source.js';
 
 export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp', 'icmp', 'icmpv6', 'all'];
@@ -141,7 +141,7 @@ export function readDestination(r: Reader, node: Node | null, path: string, pool
     let count = 1;
     for (let c = text.indexOf(','); c >= 0; c = text.indexOf(',', c + 1)) count++;
     const literal = pool.literalUnion(text, count);
-    if (literal) return { text, items: [], literal };
+    if (literal) return { text, items: NO_ITEMS, literal };
   }
   const items: EntryItem[] = [];
   let offset = 0;
@@ -165,6 +165,14 @@ export function readDestination(r: Reader, node: Node | null, path: string, pool
   return ok ? { text, items } : undefined;
 }
 
+/** the value in slot k of Reader.slots(), null when the key is absent */
+function slotValue(m: MapNode, at: number[], k: number): Node | null {
+  return at[k] < 0 ? null : m.values[at[k]];
+}
+
+/** a literal destination has no entries to resolve */
+const NO_ITEMS: EntryItem[] = Object.freeze([]) as unknown as EntryItem[];
+
 // slots of RULE_KEYS
 const PROTOCOL = 0, DESTINATION = 1, PORTS = 2, TYPE = 3, LOG = 5, DESCRIPTION = 6;
 
@@ -175,8 +183,8 @@ export function readCfRule(r: Reader, raw: Node, path: string, pool: AddressPool
   const at = r.slots(m, path, RULE_KEYS);
   const errorsBefore = r.diags.errorCount;
   const loc = r.loc(m, path);
-  const value = (k: number): Node | null => (at[k] < 0 ? null : m.values[at[k]]);
-  const present = (k: number): boolean => at[k] >= 0 && !r.isNull(m.values[at[k]]);
+  const value = (k: number): Node | null => slotValue(m, at, k);
+  const present = (k: number): boolean => !r.isNull(slotValue(m, at, k));
 
   let protocol: Protocol | undefined;
   if (!present(PROTOCOL)) r.error(m, child(path, 'protocol'), 'missing protocol', PROTOCOLS.join(' | '));

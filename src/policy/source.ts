@@ -9,7 +9,8 @@
  * same tree (./nodes.ts) as the YAML parser; anything the scanner does not
  * take is parsed as YAML, so messages and locations do not depend on the path.
  */
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
+import { createRequire } from 'node:module';
+import type * as Yaml from 'yaml';
 import type { Document } from 'yaml';
 import type { Diagnostic, SourceLoc } from '../errors.js';
 import { looksLikeJson, scanJson } from './json.js';
@@ -150,8 +151,16 @@ function sortedKeys(keys: ScalarNode[]): number[] {
   return order;
 }
 
+let yamlLib: typeof Yaml | undefined;
+
+/** the YAML library, loaded on first use: a JSON policy does not need it */
+function yaml(): typeof Yaml {
+  return (yamlLib ??= createRequire(import.meta.url)('yaml') as typeof Yaml);
+}
+
 /** The YAML parser's tree as reader nodes; an alias becomes its anchored node (null when unresolved). */
 function fromYaml(doc: Document.Parsed): Node | null {
+  const { isAlias, isMap, isScalar, isSeq } = yaml();
   const memo = new Map<unknown, Node>();
   const conv = (y: unknown): Node | null => {
     if (y == null) return null;
@@ -206,6 +215,7 @@ export class SourceFile {
       return;
     }
     this.parser = 'yaml';
+    const { LineCounter, parseDocument } = yaml();
     const lc = new LineCounter();
     this.lineStarts = lc.lineStarts;
     const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: true, merge: false });
