@@ -203,6 +203,20 @@ describe('loader behaviour', () => {
     expect(p.securityGroups.get('p')!.rules[0].destination.equals(set('169.254.0.0/16'))).toBe(true);
   });
 
+  it('unites a literal destination list of an icmp/icmpv6 rule, and names the entry of the wrong family', async () => {
+    const p = await loadPolicyText([
+      'version: 1',
+      'security_groups:',
+      '  p: [{ protocol: icmp, destination: "192.0.2.0/25,192.0.2.128-192.0.2.255,198.51.100.7", type: 8, code: 0 },',
+      '      { protocol: icmpv6, destination: "2001:db8::/33,2001:db8:8000::/33", type: 128, code: 0 }]',
+    ].join('\n'), 'p.yaml');
+    const [v4, v6] = p.securityGroups.get('p')!.rules;
+    expect(v4.destination.equals(set('192.0.2.0/24', '198.51.100.7'))).toBe(true);
+    expect(v6.destination.equals(set('2001:db8::/32'))).toBe(true);
+    const errs = await errorsOf('version: 1\nsecurity_groups:\n  p: [{ protocol: icmp, destination: "192.0.2.0/25,2001:db8::1,198.51.100.7", type: 8, code: 0 }]\n');
+    expect(errs).toEqual([expect.stringMatching(/^p\.yaml:3:52: error: security_groups\.p\[0\]\.destination: IPv6 destination "2001:db8::1" in an icmp rule/)]);
+  });
+
   it('warns (does not fail) on type/code for a tcp rule, as Cloud Controller accepts them', async () => {
     const p = await loadPolicyText('version: 1\nsecurity_groups:\n  w: [{ protocol: tcp, destination: 10.0.0.0/8, ports: "80", type: 8 }]\n', 'p.yaml');
     expect(p.warnings.map(formatDiagnostic)).toEqual([expect.stringContaining('type is ignored for protocol tcp')]);
@@ -241,6 +255,21 @@ describe('Policy.hash', () => {
     const b = await loadPolicyText(flow, 'b.yaml', tmp);
     expect(a.hash).toMatch(/^[0-9a-f]{64}$/);
     expect(b.hash).toBe(a.hash);
+  });
+
+  it('is the same for a JSON policy as before the JSON fast path (the hash names kernel objects)', async () => {
+    mkdirSync(join(tmp, 'pin', 'cf'), { recursive: true });
+    writeFileSync(join(tmp, 'pin', 'cf', 'dns.json'), '[{"protocol":"udp","destination":"192.0.2.53","ports":"53"}]');
+    const json = [
+      '{',
+      '  "version": 1,',
+      '  "networks": {"vpc": ["10.0.0.0/8"], "z": ["192.0.2.0/24", "2001:db8::/32"]},',
+      '  "security_groups": {"dns": "cf/dns.json", "web": [{"protocol": "tcp", "destination": "vpc,198.51.100.0/24", "ports": "443, 80", "description": "web \\"tier\\" caf\\u00e9", "log": true}]},',
+      '  "strict": true',
+      '}',
+    ].join('\n');
+    // computed by the loader of commit 67fc1a5 (YAML parser, canonical JSON of doc.toJS())
+    expect((await loadPolicyText(json, 'p.json', join(tmp, 'pin'))).hash).toBe('ba930c7068fab30419fa466fa7d679182f49fdaae8e0bcf6a811f5e334ba0bb6');
   });
 
   it('changes with the content, including the CF JSON files it loads', async () => {
