@@ -73,7 +73,7 @@ function numPrefixes(start: number, end: number, bits: number): Array<[number, n
 }
 
 /** LPM keys (u32 prefix length, address bytes) of the minimal prefixes covering [s, e] */
-function addrKeys(f: Family, s: bigint, e: bigint): Buffer[] {
+function addrKeys(f: Family, s: Pos, e: Pos): Buffer[] {
   if (f === 4) {
     return numPrefixes(Number(s), Number(e), 32).map(([base, len]) => {
       const k = Buffer.allocUnsafe(KEY_SIZE.addr4);
@@ -82,7 +82,7 @@ function addrKeys(f: Family, s: bigint, e: bigint): Buffer[] {
       return k;
     });
   }
-  return rangePrefixes(s, e, 128).map(([base, len]) => {
+  return rangePrefixes(BigInt(s), BigInt(e), 128).map(([base, len]) => {
     const k = Buffer.allocUnsafe(KEY_SIZE.addr6);
     k.writeUInt32LE(len, 0);
     k.writeBigUInt64BE(base >> 64n, 4);
@@ -147,7 +147,9 @@ function leaves(fp: FamilyPlan, dir: 'src' | 'dst'): Leaf[] {
   return out;
 }
 
-type Ranges = Array<[bigint, bigint]>;
+/** an address: a number for IPv4 (exact up to 2^53), a bigint for IPv6 */
+type Pos = number | bigint;
+type Ranges = Array<[Pos, Pos]>;
 
 /**
  * Split the family's whole address space by every leaf: one sweep over the
@@ -158,43 +160,73 @@ type Ranges = Array<[bigint, bigint]>;
 interface AddrClass { ranges: Ranges; /** content hashes of the leaves covering it */ leaves: string[] }
 
 function partition(f: Family, ls: Leaf[]): AddrClass[] {
-  const max = f === 4 ? 0xffffffffn : (1n << 128n) - 1n;
-  const events: Array<[bigint, number, 1 | -1]> = [];
   const done = new Set<string>();
   const hashes: string[] = [];
-  let id = 0;
+  const sets: AddrSet[] = [];
   for (const l of ls) {
     const a = l.addrs.family(f);
     const h = a.hash();
     if (done.has(h) || a.isEmpty()) continue;
     done.add(h);
     hashes.push(h);
-    for (const [s, e] of ranges(a, f)) {
-      events.push([s, id, 1]);
-      if (e < max) events.push([e + 1n, id, -1]);
-    }
-    id++;
+    sets.push(a);
   }
-  events.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+  // events: a leaf starts (+(id + 1)) or ends (-(id + 1)) at a position, sorted by position
+  let at: (i: number) => Pos, ev: (i: number) => number, n: number;
+  const max: Pos = f === 4 ? 0xffffffff : (1n << 128n) - 1n;
+  if (f === 4) {
+    n = 0;
+    for (const a of sets) n += a.v4.length; // two bounds per range at most
+    const pos = new Float64Array(n), id = new Int32Array(n);
+    let k = 0;
+    sets.forEach((a, i) => {
+      for (let j = 0; j < a.v4.length; j += 2) {
+        pos[k] = a.v4[j]; id[k++] = i + 1;
+        if (a.v4[j + 1] < 0xffffffff) { pos[k] = a.v4[j + 1] + 1; id[k++] = -(i + 1); }
+      }
+    });
+    n = k;
+    const order = new Uint32Array(n);
+    for (let i = 0; i < n; i++) order[i] = i;
+    order.sort((x, y) => pos[x] - pos[y]);
+    at = (i) => pos[order[i]];
+    ev = (i) => id[order[i]];
+  } else {
+    const events: Array<[bigint, number]> = [];
+    sets.forEach((a, i) => {
+      for (const [s, e] of ranges(a, 6)) {
+        events.push([s, i + 1]);
+        if (e < (max as bigint)) events.push([e + 1n, -(i + 1)]);
+      }
+    });
+    events.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+    n = events.length;
+    at = (i) => events[i][0];
+    ev = (i) => events[i][1];
+  }
   const classes = new Map<string, AddrClass>();
-  const active = new Set<number>();
-  const emit = (s: bigint, e: bigint) => {
-    const ids = [...active].sort((x, y) => x - y);
-    const sig = ids.join(',');
+  /** leaves covering the current interval, sorted */
+  const active: number[] = [];
+  const emit = (s: Pos, e: Pos) => {
+    const sig = active.join(',');
     let k = classes.get(sig);
-    if (!k) classes.set(sig, (k = { ranges: [], leaves: ids.map((i) => hashes[i]) }));
+    if (!k) classes.set(sig, (k = { ranges: [], leaves: active.map((i) => hashes[i]) }));
     const c = k.ranges;
     const last = c[c.length - 1];
-    if (last && last[1] + 1n === s) last[1] = e;
+    if (last && (f === 4 ? (last[1] as number) + 1 === s : (last[1] as bigint) + 1n === s)) last[1] = e;
     else c.push([s, e]);
   };
-  let cur = 0n;
-  for (let i = 0; i < events.length;) {
-    const pos = events[i][0];
-    if (pos > cur) { emit(cur, pos - 1n); cur = pos; }
-    for (; i < events.length && events[i][0] === pos; i++) {
-      if (events[i][2] === 1) active.add(events[i][1]);
-      else active.delete(events[i][1]);
+  let cur: Pos = f === 4 ? 0 : 0n;
+  for (let i = 0; i < n;) {
+    const p = at(i);
+    if (p > cur) { emit(cur, f === 4 ? (p as number) - 1 : (p as bigint) - 1n); cur = p; }
+    for (; i < n && at(i) === p; i++) {
+      const x = ev(i);
+      if (x > 0) {
+        let lo = 0, hi = active.length;
+        while (lo < hi) { const mid = (lo + hi) >> 1; if (active[mid] < x - 1) lo = mid + 1; else hi = mid; }
+        active.splice(lo, 0, x - 1);
+      } else active.splice(active.indexOf(-x - 1), 1);
     }
   }
   emit(cur, max);
@@ -604,7 +636,7 @@ function buildMaps(plan: Plan, opts: { members?: MapMember[] }, computer: RowCom
     const fp = plan.families[f];
     const srcLeaves = leaves(fp, 'src'), dstLeaves = leaves(fp, 'dst');
     const srcs = partition(f, srcLeaves), dsts = partition(f, dstLeaves);
-    const rep = (a: AddrClass) => addrText(a.ranges[0][0], f);
+    const rep = (a: AddrClass) => addrText(BigInt(a.ranges[0][0]), f);
     const dstIds = dsts.map(() => nextDst++);
     if (nextDst > MAX_CLASS + 1) throw new Error(`ebpf maps: more than ${MAX_CLASS + 1} destination classes`);
     const dstMap = maps[f === 4 ? MAP_NAMES.dst4 : MAP_NAMES.dst6];
@@ -653,7 +685,7 @@ function buildMaps(plan: Plan, opts: { members?: MapMember[] }, computer: RowCom
     for (const m of opts.members ?? []) {
       const r = ranges(AddrSet.of([m.addr]).family(f), f)[0];
       if (!r) continue;
-      const home = srcs.find((c) => c.ranges.some(([s, e]) => s <= r[0] && r[0] <= e))!;
+      const home = srcs.find((c) => c.ranges.some(([s, e]) => BigInt(s) <= r[0] && r[0] <= BigInt(e)))!;
       addSource([r], { leaves: home.leaves, rep: rep(home), members: { phase: m.phase, groups: m.groups } });
     }
     stats.dstClasses += dsts.length;
