@@ -162,6 +162,11 @@ async function restoreSnapshot(tools: Tools, snapshot: CellState): Promise<void>
 export async function recoverFromJournal(tools: Tools, stateDir: string, log: (s: string) => void): Promise<string | null> {
   const j = await readJson<Journal>(journalPath(stateDir));
   if (!j) return null;
+  // the journal of another backend's apply (nft: a ruleset text; ebpf: generations) is not ours to restore
+  const ours = (j.backend === 'nft' || j.backend === 'legacy') && j.snapshot !== null && typeof j.snapshot === 'object';
+  if (!ours) {
+    throw new CellwallError(`${journalPath(stateDir)}: the journal of an interrupted ${String(j.backend)} apply of another backend; run apply with that backend (--backend nft or ebpf) first to recover it`);
+  }
   log(`found the journal of an interrupted apply (pid ${j.pid}, started ${j.started}); restoring the state from before it`);
   await restoreSnapshot(tools, stateFromJson(j.snapshot));
   await rm(journalPath(stateDir), { force: true });
