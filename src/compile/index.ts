@@ -718,16 +718,19 @@ function rule(match: PlanMatch, target: PlanTarget, step: PlanRule['step'], what
 
 function dedupeLocs(locs: SourceLoc[]): SourceLoc[] {
   if (locs.length < 2) return locs;
-  const seen = new Set<string>();
+  // numeric keys per file (line and column of one-line JSON policies both fit: line < 2^21, col < 2^32)
+  const seen = new Map<string, Set<number>>();
   const out: SourceLoc[] = [];
   for (const l of locs) {
-    const k = `${l.file}:${l.line}:${l.col}`;
-    if (!seen.has(k)) {
-      seen.add(k);
+    let s = seen.get(l.file);
+    if (!s) seen.set(l.file, (s = new Set()));
+    const k = l.line * 4294967296 + l.col;
+    if (!s.has(k)) {
+      s.add(k);
       out.push(l);
     }
   }
-  return out;
+  return out.length === locs.length ? locs : out;
 }
 
 /** `<tag> <segment> `, at most 29 characters (the kernel's LOG prefix limit), only safe characters */
