@@ -482,13 +482,40 @@ const symbolicRows: RowComputer = (c) => {
     order.reverse();
   }
 
-  /** the (protocol, port) points a set holds for an address class with these leaves (net,port: its entries; others: all or none) */
-  const setLine = (name: string, leafSet: Set<string>, dir: 'src' | 'dst', members?: Membership): IV => {
+  /** each set's content hashes, computed once: net -> its hash, net,port -> (point, hash) per entry */
+  type SetInfo = { type: 'net'; h: string } | { type: 'net,port'; byHash: Map<string, number[]> } | { type: 'list'; members: string[] } | { type: 'dynamic'; group: string; phase: Phase };
+  const infoMemo = new Map<string, SetInfo>();
+  const infoOf = (name: string): SetInfo => {
+    let hit = infoMemo.get(name);
+    if (hit) return hit;
     const k = sets.get(name)?.kind;
     if (!k) throw new Error(`plan: unknown set ${name}`);
+    if (k.type === 'net,port') {
+      const byHash = new Map<string, number[]>();
+      for (const e of k.byPort) {
+        const h = e.addrs.family(f).hash();
+        let l = byHash.get(h);
+        if (!l) byHash.set(h, (l = []));
+        l.push(AXIS[e.proto] + e.port);
+      }
+      hit = { type: 'net,port', byHash };
+    } else {
+      hit = k.type === 'net' ? { type: 'net', h: k.addrs.family(f).hash() }
+        : k.type === 'list' ? { type: 'list', members: k.members } : { type: 'dynamic', group: k.group, phase: k.phase };
+    }
+    infoMemo.set(name, hit);
+    return hit;
+  };
+  /** the (protocol, port) points a set holds for an address class with these leaves (net,port: its entries; others: all or none) */
+  const setLine = (name: string, leafSet: Set<string>, dir: 'src' | 'dst', members?: Membership): IV => {
+    const k = infoOf(name);
     switch (k.type) {
-      case 'net': return leafSet.has(k.addrs.family(f).hash()) ? FULL : NONE;
-      case 'net,port': return points(k.byPort.filter((e) => leafSet.has(e.addrs.family(f).hash())).map((e) => AXIS[e.proto] + e.port));
+      case 'net': return leafSet.has(k.h) ? FULL : NONE;
+      case 'net,port': {
+        const xs: number[] = [];
+        for (const h of leafSet) for (const x of k.byHash.get(h) ?? []) xs.push(x);
+        return points(xs);
+      }
       case 'list': return k.members.reduce((acc, m) => ivOr(acc, setLine(m, leafSet, dir, members)), NONE);
       case 'dynamic': return dir === 'src' && !!members && members.phase === k.phase && members.groups.includes(k.group) ? FULL : NONE;
     }
@@ -530,10 +557,15 @@ const symbolicRows: RowComputer = (c) => {
     }
     return a;
   };
+  /** the destination side of a match for a destination class (memoised: it does not depend on the source) */
+  const dstMemo = new Map<string, Map<number, IV>>();
   const dstLine = (m: PlanMatch, d: number): IV => {
     if (!m.dst) return FULL;
-    const s = setLine(m.dst.set, dstLeafSets[d], 'dst');
-    return m.dst.negate ? ivNot(s) : s;
+    let byClass = dstMemo.get(m.dst.set);
+    if (!byClass) dstMemo.set(m.dst.set, (byClass = new Map()));
+    let inSet = byClass.get(d);
+    if (!inSet) byClass.set(d, (inSet = setLine(m.dst.set, dstLeafSets[d], 'dst')));
+    return m.dst.negate ? ivNot(inSet) : inSet;
   };
 
   const rows = new Map<string, RowCell[]>();
