@@ -79,7 +79,7 @@ export function buildScript(mode: ScriptMode, bundle: Bundle): string {
 cw_mode=${shq(mode)}
 cw_backend=${shq(backend)}
 cw_bundle=${shq(bundle.hash)}
-${LIB}
+${LIB[backend]}
 cw_setup
 ${files}cw_main
 }
@@ -440,8 +440,10 @@ cw_plan() {
   else cw_result would-change; fi
 }
 
+`;
 
-# ---- nft backend: table inet cellwall, one nft -f transaction ----
+/** nft backend: table inet cellwall, one nft -f transaction (sent only with nft bundles) */
+const NFT = String.raw`
 
 # canonical lines of an nft table (an nft list block or ruleset.nft): "C chain", "R chain rule"
 # (counter values dropped), "S set statement" (one per statement), "E set element" (a host's /32
@@ -560,5 +562,6 @@ cw_nft_plan() {
 }
 `;
 
-const LIB = COMMON + APPLY;
+/** the library each backend's stream carries */
+const LIB = { iptables: compact(COMMON + APPLY), nft: compact(COMMON + APPLY + NFT) };
 
