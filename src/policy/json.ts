@@ -1,8 +1,9 @@
 /**
  * JSON fast path of the policy reader: a strict RFC 8259 scanner that builds
- * the same position-keeping node tree (./nodes.ts) as the YAML path, about
- * ten times faster and with a fraction of the allocations of the YAML
- * parser on CF-scale generated JSON.
+ * the same position-keeping node tree (./nodes.ts) as the YAML path,
+ * several times faster and with a fraction of the allocations of the YAML
+ * parser (CF-scale generated JSON, 23 MB: about 0.25 s of CPU instead of
+ * 1.8 s, and no CST or token objects).
  *
  * It accepts only what the YAML parser reads identically (YAML 1.2 is a
  * superset of JSON). On anything else it gives up (returns undefined) and the
@@ -17,9 +18,6 @@ import type { MapNode, Node, ScalarNode, SeqNode } from './nodes.js';
 
 /** deeper documents go to the YAML parser (the scanner recurses) */
 const MAX_DEPTH = 500;
-/** the short-string cache: strings per first character, longest string */
-const SEEN_PER_CHAR = 16;
-const SEEN_MAX_LENGTH = 24;
 /** maps with more keys than this check duplicates through a Set */
 const LINEAR_DUP_CHECK = 12;
 
@@ -193,33 +191,6 @@ class Scanner {
   }
 
   /**
-   * Short strings seen before (keys, protocols, ports repeat all over a
-   * generated policy), by first character: taken from here instead of being
-   * allocated again.
-   */
-  private readonly seen: string[][] = Array.from({ length: 128 }, () => []);
-
-  private string(): ScalarNode {
-    const t = this.text;
-    const start = this.pos;
-    const c0 = t.charCodeAt(start + 1);
-    const bucket = c0 < 128 ? this.seen[c0] : undefined;
-    if (bucket) {
-      for (const known of bucket) {
-        const end = start + 1 + known.length;
-        if (t.charCodeAt(end) === QUOTE && t.startsWith(known, start + 1)) {
-          this.pos = end + 1;
-          return { kind: 'scalar', start, end: end + 1, value: known, quoted: true };
-        }
-      }
-    }
-    const node = this.plainString(start);
-    const v = node.value as string;
-    if (bucket && bucket.length < SEEN_PER_CHAR && v.length <= SEEN_MAX_LENGTH && node.end - start === v.length + 2) bucket.push(v);
-    return node;
-  }
-
-  /**
    * Offsets of the next backslash and the next control character at or
    * after the scan position (text.length when there is none), found by
    * native searches and reused until the scan passes them: a string is
@@ -228,9 +199,10 @@ class Scanner {
   private nextBackslash = -1;
   private nextControl = -1;
 
-  /** a string without the cache; escapes go to escapedString */
-  private plainString(start: number): ScalarNode {
+  /** a string: its closing quote found natively; escapes go to escapedString */
+  private string(): ScalarNode {
     const t = this.text;
+    const start = this.pos;
     const close = t.indexOf('"', start + 1);
     if (close < 0) throw NOT_JSON;
     if (this.nextBackslash <= start) {
