@@ -107,9 +107,26 @@ export function checkPolicy(policy: Policy, opts: CompileOptions = {}): Diagnost
 function chainName(tag: string, rules: PlanRule[], policyFile: string): string {
   const text = rules.map((r) => {
     const l = r.locs[0];
-    return `${JSON.stringify(r.match)}|${JSON.stringify(r.target)}|${r.step}|${r.what}|${l ? locText(l, policyFile) : ''}|${r.locs.length}`;
+    return `${matchKey(r.match)}|${targetKey(r.target)}|${r.step}|${r.what}|${l ? locText(l, policyFile) : ''}|${r.locs.length}`;
   }).join('\n');
   return `CW-${tag}-${sha256(text).slice(0, 10)}`;
+}
+
+/** every field of a match, unambiguously (names and numbers only; no free text) */
+function matchKey(m: PlanMatch): string {
+  const set = (x: PlanMatch['src']) => (x ? `${x.negate ? '!' : ''}${x.set}` : '');
+  const ports = m.dports ? m.dports.map((p) => `${p.from}-${p.to}`).join(',') : '';
+  const icmp = m.icmp ? `${m.icmp.type}/${m.icmp.code}` : '';
+  return `${set(m.src)};${set(m.dst)};${m.proto ?? ''};${ports};${icmp};${m.ctstate ?? ''}`;
+}
+
+function targetKey(t: PlanTarget): string {
+  switch (t.kind) {
+    case 'goto': return `goto ${t.chain}`;
+    case 'log': return `log ${JSON.stringify(t.prefix)}`;
+    case 'reject': return `reject ${t.with}`;
+    default: return t.kind;
+  }
 }
 
 /** The chain FORWARD jumps to: stable per segment so the jump need not change with the policy. */
@@ -570,7 +587,11 @@ class FamilyCompiler {
   private register(name: string, kind: PlanSetKind, entries: number, what: string, locs: SourceLoc[]): string {
     const existing = this.sets.get(name);
     if (existing) {
-      if (existing.locs.length < 64) existing.locs = dedupeLocs([...existing.locs, ...locs]).slice(0, 64);
+      // the set serves one more entry: note where it comes from (up to 64 locations)
+      for (const l of locs) {
+        if (existing.locs.length >= 64) break;
+        if (!existing.locs.some((e) => e === l || (e.line === l.line && e.col === l.col && e.file === l.file))) existing.locs = [...existing.locs, l];
+      }
       return name;
     }
     if (entries > this.ctx.maxSetEntries) {
