@@ -40,7 +40,7 @@ export const EBPF_BACKEND = 'ebpf';
 export interface EbpfObject { variant: string; object: Buffer }
 
 export interface EbpfInput {
-  /** in order of preference: from POLICY the conntrack program then the stateless one; from --payload its cellwall.bpf.o */
+  /** in order of preference: the conntrack program then the stateless one (from --payload: cellwall.bpf.o, then cellwall-stateless.bpf.o when present) */
   objects: EbpfObject[];
   /** the iptables payload texts of the same compile (the plan is rebuilt from them for members) */
   texts: { ipset: string; v4: string; v6: string };
@@ -135,7 +135,7 @@ export async function loadEbpfInput(spec: InputSpec): Promise<EbpfInput> {
   if (spec.payload) {
     const { readPayloadDir } = await import('./payload.js');
     const { parseMapsJson } = await import('../ebpf/maps.js');
-    const { EBPF_MAPS, EBPF_OBJECT } = await import('../render/ebpf.js');
+    const { EBPF_MAPS, EBPF_OBJECT, EBPF_OBJECT_STATELESS } = await import('../render/ebpf.js');
     const p = await readPayloadDir(spec.payload);
     const rd = async (f: string): Promise<Buffer> => {
       try { return await readFile(join(spec.payload!, f)); } catch (e) {
@@ -143,6 +143,8 @@ export async function loadEbpfInput(spec: InputSpec): Promise<EbpfInput> {
       }
     };
     const object = await rd(EBPF_OBJECT);
+    // bundles from this version also carry the stateless fallback (older ones: cellwall.bpf.o only)
+    const stateless = await readFile(join(spec.payload, EBPF_OBJECT_STATELESS)).catch(() => null);
     let maps: MapContents;
     try { maps = parseMapsJson((await rd(EBPF_MAPS)).toString('utf8')); } catch (e) {
       if (e instanceof CellwallError) throw e;
@@ -152,7 +154,7 @@ export async function loadEbpfInput(spec: InputSpec): Promise<EbpfInput> {
     const texts = { ipset: p.ipset, v4: p.v4, v6: p.v6 };
     const segment = spec.segment ?? m?.segment ?? null;
     return {
-      objects: [{ variant: 'compiled', object }], texts, maps, source: spec.payload, policyHash: m?.policyHash ?? m?.policy?.hash ?? null, segment, stamp,
+      objects: [{ variant: 'compiled', object }, ...(stateless ? [{ variant: 'compiled-stateless', object: stateless }] : [])], texts, maps, source: spec.payload, policyHash: m?.policyHash ?? m?.policy?.hash ?? null, segment, stamp,
       plan: async () => planFromPayloads(texts, segment ?? '(payload)', spec.payload),
     };
   }

@@ -9,7 +9,7 @@ export function register(program: Command, ctx: CliContext): void {
     .argument('<policy>', 'policy file (YAML or JSON)')
     .requiredOption('--segment <name>', 'the isolation segment to compile')
     .option('--out <dir>', 'write the payloads and manifest.json into this folder')
-    .option('--backend <name>', 'iptables, nft (adds ruleset.nft) or ebpf (adds cellwall.bpf.o and maps.json)', 'iptables')
+    .option('--backend <name>', 'iptables, nft (adds ruleset.nft) or ebpf (adds cellwall.bpf.o, cellwall-stateless.bpf.o and maps.json)', 'iptables')
     .option('--print', 'print the payloads on stdout')
     .option('--json', 'print a JSON summary on stdout')
     .action(async (policy: string, o: CompileCliOptions) => {

@@ -14,7 +14,7 @@ import { loadPolicy } from '../../src/policy/index.js';
 import { compileSegment } from '../../src/compile/index.js';
 import { type Packet, type PacketProto } from '../../src/compile/evaluate.js';
 import { mapsJson, parseMapsJson, planMaps, rangePrefixes, type MapMember } from '../../src/ebpf/maps.js';
-import { TC_ACT_OK, TC_ACT_SHOT } from '../../src/ebpf/program.js';
+import { objectsToTry, TC_ACT_OK, TC_ACT_SHOT } from '../../src/ebpf/program.js';
 import { runCompile } from '../../src/compile/cli.js';
 import { sha256 } from '../../src/compile/util.js';
 import { genPolicy, Rand } from '../kernel/gen.js';
@@ -132,7 +132,7 @@ describe('planMaps', () => {
 });
 
 describe('compile --backend ebpf', () => {
-  it('writes cellwall.bpf.o and maps.json next to the other files; the manifest hashes them; byte-identical reruns', async () => {
+  it('writes cellwall.bpf.o (conntrack), cellwall-stateless.bpf.o and maps.json next to the other files; the manifest hashes them; byte-identical reruns', async () => {
     const out = mkdtempSync(join(tmpdir(), 'cwt-ebpfc-'));
     try {
       const c = { setExit: () => {}, stdout: { write: () => true }, stderr: { write: () => true } } as never;
@@ -140,6 +140,9 @@ describe('compile --backend ebpf', () => {
       const obj = readFileSync(join(out, 'cellwall.bpf.o'));
       expect(obj.subarray(0, 4).toString('latin1')).toBe('\x7fELF');
       expect(obj.readUInt16LE(18)).toBe(247); // EM_BPF
+      const [ct, stateless] = objectsToTry();
+      expect(obj.equals(ct!.object)).toBe(true);
+      expect(readFileSync(join(out, 'cellwall-stateless.bpf.o')).equals(stateless!.object)).toBe(true);
       expect(readFileSync(join(out, 'maps.json'), 'utf8')).toBe(mapsJson(planMaps(compileSegment(await loadPolicy(POLICY), 'egress-restricted-1').plan)));
       const maps = JSON.parse(readFileSync(join(out, 'maps.json'), 'utf8'));
       expect(Object.keys(maps.maps).sort()).toEqual(['cw_dst4', 'cw_dst6', 'cw_src4', 'cw_src6', 'cw_verdict']);
