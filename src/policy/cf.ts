@@ -8,7 +8,7 @@ import type { SourceLoc } from '../errors.js';
 import type { AddrSet } from '../core/index.js';
 import type { PortRange, Protocol } from './model.js';
 import { AddressPool, NAME_RE, type EntryItem } from './addresses.js';
-import type { MapNode, Node, ScalarNode } from './nodes.js';
+import type { MapNode, Node } from './nodes.js';
 import { child, type Reader } from './source.js';
 
 export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp', 'icmp', 'icmpv6', 'all'];
@@ -189,8 +189,8 @@ export function readCfRule(r: Reader, raw: Node, path: string, pool: AddressPool
   let protocol: Protocol | undefined;
   if (!present(PROTOCOL)) r.error(m, child(path, 'protocol'), 'missing protocol', PROTOCOLS.join(' | '));
   else {
-    const v = value(PROTOCOL) as ScalarNode;
-    protocol = PROTOCOLS.includes(v.value as Protocol) ? v.value as Protocol : r.oneOf(v, child(path, 'protocol'), PROTOCOLS);
+    const v = value(PROTOCOL)!;
+    protocol = v.kind === 'scalar' && PROTOCOLS.includes(v.value as Protocol) ? v.value as Protocol : r.oneOf(v, child(path, 'protocol'), PROTOCOLS);
   }
 
   let dest: Destination | undefined;
@@ -198,19 +198,20 @@ export function readCfRule(r: Reader, raw: Node, path: string, pool: AddressPool
   else {
     // icmp/icmpv6 take one family: a literal list of the other (or both) is read per entry, to name the entry
     dest = readDestination(r, value(DESTINATION), child(path, 'destination'), pool, protocol !== undefined);
-    const other = !dest?.literal ? false : protocol === 'icmp' ? dest.literal.v6.length > 0 : protocol === 'icmpv6' ? dest.literal.v4.length > 0 : false;
-    if (other) dest = readDestination(r, value(DESTINATION), child(path, 'destination'), pool, false);
+    const lit = dest?.literal;
+    const wrongFamily = lit !== undefined && ((protocol === 'icmp' && lit.v6.length > 0) || (protocol === 'icmpv6' && lit.v4.length > 0));
+    if (wrongFamily) dest = readDestination(r, value(DESTINATION), child(path, 'destination'), pool, false);
   }
 
   let log = false;
   if (present(LOG)) {
-    const v = value(LOG) as ScalarNode;
-    log = typeof v.value === 'boolean' ? v.value : r.bool(v, child(path, 'log')) ?? false;
+    const v = value(LOG)!;
+    log = v.kind === 'scalar' && typeof v.value === 'boolean' ? v.value : r.bool(v, child(path, 'log')) ?? false;
   }
   let description: string | undefined;
   if (present(DESCRIPTION)) {
-    const v = value(DESCRIPTION) as ScalarNode;
-    description = typeof v.value === 'string' ? v.value : r.str(v, child(path, 'description'));
+    const v = value(DESCRIPTION)!;
+    description = v.kind === 'scalar' && typeof v.value === 'string' ? v.value : r.str(v, child(path, 'description'));
   }
 
   let ports: PortRange[] | undefined;
