@@ -4,10 +4,12 @@
  * the quoted word, start a new option, or a new line.
  */
 
+const PRINTABLE = /^[\x20-\x7e]*$/;
+
 /** Replace control characters (newlines included) and non-ASCII by safe stand-ins; cut to at most `max` characters. */
 export function sanitizeText(s: string, max: number): string {
   // eslint-disable-next-line no-control-regex
-  const clean = s.replace(/[\x00-\x1f\x7f]/g, ' ').replace(/[^\x20-\x7e]/g, '?');
+  const clean = PRINTABLE.test(s) ? s : s.replace(/[\x00-\x1f\x7f]/g, ' ').replace(/[^\x20-\x7e]/g, '?');
   return clean.length > max ? clean.slice(0, max - 3) + '...' : clean;
 }
 
@@ -18,8 +20,10 @@ export function sanitizeText(s: string, max: number): string {
  */
 export function iptQuote(s: string, max = 240): string {
   const clean = sanitizeText(s, max);
-  return `"${clean.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+  return NEEDS_ESCAPE.test(clean) ? `"${clean.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"` : `"${clean}"`;
 }
+
+const NEEDS_ESCAPE = /["\\]/;
 
 /** Text for a `#` comment line of a payload: one line, printable. */
 export function commentLine(s: string): string {
