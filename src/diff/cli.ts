@@ -142,7 +142,7 @@ export async function runDiff(oldPath: string, newPath: string | undefined, o: D
   if (!o.live && !newPath) throw new CellwallError('diff: give OLD and NEW (policy files or `compile --out` folders), or OLD --live');
   const a = await side(oldPath);
   const backend = o.backend ?? 'iptables';
-  if (backend !== 'iptables' && backend !== 'nft') throw new CellwallError(`--backend ${backend}: diff --live reads the iptables or nft backend (expected iptables or nft)`);
+  if (backend !== 'iptables' && backend !== 'nft') throw new CellwallError(`--backend ${backend}: diff --live reads the iptables, nft or ebpf backend (expected iptables, nft or ebpf)`);
   if (backend === 'nft' && !o.live) throw new CellwallError('--backend nft: only with --live (policies and bundles are compared without a backend)');
   const b = o.live ? (backend === 'nft' ? await liveNftSide() : await liveSide(o)) : await side(newPath!);
   const out: SegmentDiff[] = [];
