@@ -114,7 +114,12 @@ async function restoreSnapshot(snapshot: string | null): Promise<void> {
 export async function recoverNftJournal(stateDir: string, log: (s: string) => void): Promise<string | null> {
   const j = await readJson<NftJournal>(journalPath(stateDir));
   if (!j) return null;
-  if (j.backend !== NFT_BACKEND) throw new CellwallError(`${journalPath(stateDir)}: the journal of an interrupted ${j.backend} apply; run apply with that backend first to recover it`);
+  // an iptables apply on iptables-nft also journals backend "nft", but its snapshot is a parsed state, not a ruleset text
+  const ours = j.backend === NFT_BACKEND && (j.snapshot === null || typeof j.snapshot === 'string');
+  if (!ours) {
+    const which = j.backend === NFT_BACKEND ? 'iptables (iptables-nft)' : String(j.backend);
+    throw new CellwallError(`${journalPath(stateDir)}: the journal of an interrupted ${which} apply; run apply with that backend first to recover it`);
+  }
   log(`found the journal of an interrupted apply (pid ${j.pid}, started ${j.started}); restoring the table from before it`);
   await restoreSnapshot(j.snapshot);
   await rm(journalPath(stateDir), { force: true });

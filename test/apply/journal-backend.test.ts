@@ -24,3 +24,12 @@ describe('iptables apply: journal recovery', () => {
     });
   }
 });
+
+describe('nft apply: journal recovery', () => {
+  it('refuses the journal of an iptables apply on iptables-nft (backend "nft", parsed-state snapshot) and keeps it', async () => {
+    const { recoverNftJournal } = await import('../../src/apply/nft.js');
+    writeFileSync(journalPath(dir), JSON.stringify({ version: 1, pid: 1, started: 'x', backend: 'nft', target: 't', snapshot: { v4: {}, v6: {}, sets: [] } }));
+    await expect(recoverNftJournal(dir, () => {})).rejects.toThrow(/iptables \(iptables-nft\) apply/);
+    expect(existsSync(journalPath(dir))).toBe(true);
+  });
+});

@@ -41,7 +41,7 @@ describe.skipIf(kernel.skip)('diff --live --backend nft (kernel)', () => {
     expect(none.stderr).toMatch(/no table inet cellwall in this netns/);
 
     for (const [policy, seg] of [[ICMP, 'shared'], [POLICY, 'egress-restricted-1'], [POLICY, 'shared']]) {
-      // a fresh table per segment (apply refuses to redeclare a shared set whose comment differs between segments)
+      // a fresh table per segment, so that each diff sees exactly one segment's table
       await inNs(['nft', 'delete', 'table', 'inet', 'cellwall']);
       const ap = await cw(['apply', '--backend', 'nft', '--state-dir', tmp, policy, '--segment', seg]);
       expect(ap.code, ap.stdout + ap.stderr).toBe(0);
