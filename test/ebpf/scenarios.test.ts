@@ -25,17 +25,16 @@
  * an established one on either backend.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { parse } from 'yaml';
 import { kernelGate } from '../helpers/caps.js';
 import { compileSegment } from '../../src/compile/index.js';
 import { detach, install, python } from '../../src/ebpf/load.js';
 import { planMaps, type MapMember } from '../../src/ebpf/maps.js';
 import { objectsToTry } from '../../src/ebpf/program.js';
 import { loadPolicy } from '../../src/policy/index.js';
-import { dynamicSetName } from '../../src/policy/names.js';
-import { Topology, type Outcome, type Proto } from '../kernel/netns.js';
+import { Topology, type Outcome } from '../kernel/netns.js';
+import { exampleCases, gridProbes, gridSources } from '../kernel/example-grid.js';
 import { compile, EXAMPLES, explainInProcess, waitFor, type Explained } from '../kernel/cli.js';
 import { BpfEnv } from './env.js';
 
@@ -44,29 +43,6 @@ const kernel = kernelGate(['ip', 'tc', 'bpftool', 'socat', 'ping', 'iptables-res
 /** the container-facing device of the default topology (the app side's link) */
 const CONTAINER_SIDES = ['to-app'];
 
-interface Doc { mode?: string; groups?: Record<string, { members?: string }>; segments: Record<string, unknown> }
-
-const cases = readdirSync(EXAMPLES).filter((f) => f.endsWith('.yaml')).sort().flatMap((f) => {
-  const doc = parse(readFileSync(join(EXAMPLES, f), 'utf8')) as Doc;
-  const dynamic = Object.entries(doc.groups ?? {}).filter(([, g]) => g.members === 'dynamic').map(([n]) => n);
-  return Object.keys(doc.segments).map((segment) => ({ file: f, segment, mode: doc.mode ?? 'tighten', dynamic }));
-});
-
-interface Src { addr: string; phase: 'running' | 'staging'; member?: string }
-
-/** as the nft scenarios: .2 (plain), .3 (staging member of the first dynamic group), .4/.5 (running members of the first two) */
-function sources(dynamic: string[]): Src[] {
-  const srcs: Src[] = [];
-  for (const base of ['10.255.0.', 'fd00:255::']) {
-    srcs.push({ addr: `${base}2`, phase: 'running' });
-    if (dynamic[0]) srcs.push({ addr: `${base}3`, phase: 'staging', member: dynamic[0] });
-    dynamic.slice(0, 2).forEach((g, i) => srcs.push({ addr: `${base}${4 + i}`, phase: 'running', member: g }));
-  }
-  return srcs;
-}
-
-const DSTS = { 4: ['10.0.0.10', '203.0.113.10', '198.51.100.10'], 6: ['fd00:10::10', '2001:db8::10'] };
-const PROBES: Array<[Proto, number | undefined]> = [['tcp', 443], ['tcp', 5432], ['tcp', 8080], ['udp', 53], ['icmp', undefined]];
 
 /**
  * Flush the conntrack table of the namespace it runs in: one ctnetlink
@@ -107,16 +83,14 @@ describe.skipIf(kernel.skip)('example scenarios: eBPF (conntrack program) and ip
     env?.cleanup();
   });
 
-  it.each(cases)('$file --segment $segment ($mode)', async ({ file, segment, mode, dynamic }) => {
+  it.each(exampleCases)('$file --segment $segment ($mode)', async ({ file, segment, mode, dynamic }) => {
     const policy = join(EXAMPLES, file);
     const c = await compile(policy, segment);
     try {
       const plan = compileSegment(await loadPolicy(policy), segment).plan;
-      const srcs = sources(dynamic);
+      const { srcs, members: sets } = gridSources(dynamic);
       const members: MapMember[] = srcs.filter((s) => s.member).map((s) => ({ addr: s.addr, phase: s.phase, groups: [s.member!] }));
-      const probes = srcs.flatMap((s) =>
-        DSTS[s.addr.includes(':') ? 6 : 4].flatMap((dst) => PROBES.map(([proto, port]) => ({ s, dst, proto, port }))),
-      );
+      const probes = gridProbes(srcs);
       const explained: Explained[] = [];
       for (const p of probes) {
         const proto = p.proto === 'icmp' ? (p.dst.includes(':') ? 'icmpv6' : 'icmp') : p.proto;
@@ -149,7 +123,7 @@ describe.skipIf(kernel.skip)('example scenarios: eBPF (conntrack program) and ip
       // iptables + ipset payloads of the same compile, same members, the platform as in the nft scenarios
       await t.reset();
       await t.load(c.dir);
-      for (const m of members) await t.cellExec(['ipset', 'add', dynamicSetName(m.groups[0], m.phase, m.addr.includes(':') ? 6 : 4), m.addr]);
+      for (const m of sets) await t.cellExec(['ipset', 'add', m.set, m.addr]);
       await t.platform(mode === 'tighten' ? { policy: 'DROP', after: [['-j', 'ACCEPT']] } : { policy: 'ACCEPT' });
       await flushConntrack();
       const viaIpt = await probeAll(wantIpt);

@@ -9,48 +9,15 @@
  * through, see test/nft/differential.test.ts for why enforce needs that).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse } from 'yaml';
 import { kernelGate } from '../helpers/caps.js';
-import { dynamicSetName } from '../../src/policy/names.js';
-import { Topology, type Outcome, type Proto } from '../kernel/netns.js';
+import { Topology, type Outcome } from '../kernel/netns.js';
+import { exampleCases, gridProbes, gridSources } from '../kernel/example-grid.js';
 import { EXAMPLES, explainInProcess, waitFor, type Explained } from '../kernel/cli.js';
 import { compileNft, liveTable } from './nft.js';
 
 const kernel = kernelGate(['ip', 'nft', 'socat', 'ping', 'iptables-restore', 'ip6tables-restore', 'ipset']);
 
-interface Doc { mode?: string; groups?: Record<string, { members?: string }>; segments: Record<string, unknown> }
-
-const cases = readdirSync(EXAMPLES).filter((f) => f.endsWith('.yaml')).sort().flatMap((f) => {
-  const doc = parse(readFileSync(join(EXAMPLES, f), 'utf8')) as Doc;
-  const dynamic = Object.entries(doc.groups ?? {}).filter(([, g]) => g.members === 'dynamic').map(([n]) => n);
-  return Object.keys(doc.segments).map((segment) => ({ file: f, segment, mode: doc.mode ?? 'tighten', dynamic }));
-});
-
-interface Src { addr: string; phase: 'running' | 'staging'; member?: string }
-interface Member { set: string; addr: string }
-
-/** sources .2 (plain), .3 (staging member of the first dynamic group), .4/.5 (running members of the first two) */
-function sources(dynamic: string[]): { srcs: Src[]; members: Member[] } {
-  const srcs: Src[] = [];
-  const members: Member[] = [];
-  for (const [f, base] of [[4, '10.255.0.'], [6, 'fd00:255::']] as const) {
-    srcs.push({ addr: `${base}2`, phase: 'running' });
-    if (dynamic[0]) {
-      srcs.push({ addr: `${base}3`, phase: 'staging', member: dynamic[0] });
-      members.push({ set: dynamicSetName(dynamic[0], 'staging', f), addr: `${base}3` });
-    }
-    dynamic.slice(0, 2).forEach((g, i) => {
-      srcs.push({ addr: `${base}${4 + i}`, phase: 'running', member: g });
-      members.push({ set: dynamicSetName(g, 'running', f), addr: `${base}${4 + i}` });
-    });
-  }
-  return { srcs, members };
-}
-
-const DSTS = { 4: ['10.0.0.10', '203.0.113.10', '198.51.100.10'], 6: ['fd00:10::10', '2001:db8::10'] };
-const PROBES: Array<[Proto, number | undefined]> = [['tcp', 443], ['tcp', 5432], ['tcp', 8080], ['udp', 53], ['icmp', undefined]];
 
 describe.skipIf(kernel.skip)('example scenarios: nft and iptables backends vs explain', () => {
   let t: Topology;
@@ -62,14 +29,12 @@ describe.skipIf(kernel.skip)('example scenarios: nft and iptables backends vs ex
     await t?.destroy();
   });
 
-  it.each(cases)('$file --segment $segment ($mode)', async ({ file, segment, mode, dynamic }) => {
+  it.each(exampleCases)('$file --segment $segment ($mode)', async ({ file, segment, mode, dynamic }) => {
     const policy = join(EXAMPLES, file);
     const c = await compileNft(policy, segment);
     try {
-      const { srcs, members } = sources(dynamic);
-      const probes = srcs.flatMap((s) =>
-        DSTS[s.addr.includes(':') ? 6 : 4].flatMap((dst) => PROBES.map(([proto, port]) => ({ s, dst, proto, port }))),
-      );
+      const { srcs, members } = gridSources(dynamic);
+      const probes = gridProbes(srcs);
       const explained: Explained[] = [];
       for (const p of probes) {
         const proto = p.proto === 'icmp' ? (p.dst.includes(':') ? 'icmpv6' : 'icmp') : p.proto;
