@@ -72,9 +72,28 @@ export const PROBE = 'CW-PROBE';
 /** `CW-CPU <shell user> <shell sys> <children user> <children sys>` (sh \`times\`) */
 export const CPU = 'CW-CPU';
 
+/**
+ * nft: where ruleset.nft holds each set's full block, one line per set: `NAME 1` (a dynamic member
+ * set: declared without elements in the first `table inet cellwall {` block) or `NAME 2` (its block
+ * with the elements, in the second one: "3. fill the sets"). Computed here, on the operator's side,
+ * so that the remote sh only picks the blocks of the sets a cell lacks (cw_nft_blocks) to stage them
+ * in a transaction of their own before the rules that use them (docs/nft.md).
+ */
+export function nftSetIndex(script: string): string {
+  const at = new Map<string, number>();
+  let table = 0;
+  for (const m of script.matchAll(/^(?:table inet cellwall \{|  set (\S+) \{)$/gm)) {
+    if (m[1] === undefined) { table++; continue; }
+    if (!/^[A-Za-z0-9_-]+$/.test(m[1])) throw new Error(`ruleset.nft: set name ${JSON.stringify(m[1])} is not a plain identifier`);
+    if (table === 1 || table === 2) at.set(m[1], table);
+  }
+  return [...at].map(([n, t]) => `${n} ${t}\n`).join('');
+}
+
 export function buildScript(mode: ScriptMode, bundle: Bundle): string {
   const backend = bundle.backend ?? 'iptables';
-  const files = mode === 'apply' ? BACKEND_FILES[backend].map((f) => heredoc(f, bundle.files[f] ?? '')).join('') : '';
+  let files = mode === 'apply' ? BACKEND_FILES[backend].map((f) => heredoc(f, bundle.files[f] ?? '')).join('') : '';
+  if (mode === 'apply' && backend === 'nft') files += heredoc('sets.idx', nftSetIndex(bundle.files['ruleset.nft'] ?? ''));
   return `{
 cw_mode=${shq(mode)}
 cw_backend=${shq(backend)}
@@ -488,6 +507,43 @@ cw_nft_rollback() { # $1 = reason
   exit 1
 }
 
+# the blocks of ruleset.nft of the sets listed in $1 ("name [new name]"), under the new name when
+# given, in one table block: sets.idx (made by the operator) says which table block of the script
+# holds each set's full block (with its elements)
+cw_nft_blocks() { # $1 = selection
+  awk -v sel="$1" -v idx="$d/sets.idx" '
+    BEGIN { while ((getline l < idx) > 0) { split(l, w, " "); at[w[1]] = w[2] }
+      while ((getline l < sel) > 0) { n = split(l, w, " "); want[w[1]] = 1; as[w[1]] = n > 1 ? w[2] : w[1] }
+      print "table inet cellwall {" }
+    $0 == "table inet cellwall {" { tb++; next }
+    p { print; if ($0 == "  }") p = 0; next }
+    /^  set [^ ]+ \{$/ && ($2 in want) && at[$2] == tb { p = 1; print "  set " as[$2] " {" }
+    END { print "}" }' "$d/ruleset.nft"
+}
+# add element lines putting the live members of the dynamic sets listed in $1 ("name [new name]") into the new name
+cw_nft_members() { # $1 = selection
+  awk -v sel="$1" 'BEGIN { while ((getline l < sel) > 0) { n = split(l, w, " "); if (w[1] ~ /^cw-d-/) as[w[1]] = n > 1 ? w[2] : w[1] } }
+    $1 == "E" && ($2 in as) { e = $0; sub(/^E [^ ]+ /, "", e); print "add element inet cellwall " as[$2] " { " e " }" }' "$d/live.canon"
+}
+# nft -f of $1 (one transaction)
+cw_nft_load() { nft -f "$1" 2>>"$d/err"; }
+# the table as before (the cheap fingerprint taken before the first write), for the result of a refused step
+cw_nft_refused() { # $1 = what was refused
+  if [ "$(cw_nftquick)" = "$cw_q" ]; then cw_result rolled-back "$1, nothing changed: $(cw_err)"
+  else cw_result failed "$1, but the table now differs from before: $(cw_err)"; fi
+  cw_unlock; exit 1
+}
+
+# Like apply --backend nft (nftTransactions in src/state/nft.ts): a set that the transaction switching
+# the rules creates looks empty for a moment after the commit (docs/nft.md), so over a live table
+#  1. stage: the sets the table lacks, with their elements, and those declared otherwise (type, flags,
+#     comment) under cw-tmp-NAME (dynamic ones with their live members), unreferenced;
+#  2. switch (tx.nft): ruleset.nft with the redeclared sets renamed to cw-tmp-NAME + the older policy's
+#     chains and sets removed + the old redeclared sets deleted;
+#  3. recreate (only with redeclared sets): them under their own names; 4. final: ruleset.nft as it
+#     is + delete the cw-tmp- copies.
+# Each step leaves a table that means the old policy or the new one. A refused stage or switch
+# changes nothing (the staged sets are deleted); a refused recreate or final restores the snapshot.
 cw_nft_apply() {
   : > "$d/err"
   if [ -x "$cw_job" ]; then
@@ -518,25 +574,56 @@ cw_nft_apply() {
   comm -23 "$d/chains.live" "$d/chains.want" > "$d/chains.stale"
   comm -23 "$d/sets.live" "$d/sets.want" > "$d/sets.stale"
   comm -13 "$d/sets.live" "$d/sets.want" > "$d/sets.missing"
+  # every set (dynamic ones too): those the table lacks (staged), those it declares otherwise (redeclared)
+  awk '$1 == "S" { print $2 }' "$d/live.canon" | sort -u > "$d/all.live"
+  awk '$1 == "S" { print $2 }' "$d/want.canon" | sort -u > "$d/all.want"
+  : > "$d/sets.new"; : > "$d/sets.redecl"
+  if [ -s "$d/snap.nft" ]; then
+    comm -13 "$d/all.live" "$d/all.want" > "$d/sets.new"
+    grep '^S ' "$d/want.canon" | sort -u > "$d/want.s"
+    grep '^S ' "$d/live.canon" | sort -u > "$d/live.s"
+    comm -3 "$d/want.s" "$d/live.s" | awk '{ print $2 }' | sort -u | comm -12 - "$d/all.live" | comm -12 - "$d/all.want" > "$d/sets.redecl"
+  fi
   cw_q=$(cw_nftquick)
   cw_recorded
   if [ "$cw_rec_bundle" = "$cw_bundle" ] && [ "$cw_rec_live" = "n:$cw_q" ] && [ ! -s "$d/sets.drift" ] && [ ! -s "$d/chains.stale" ] &&
-    [ ! -s "$d/sets.stale" ] && [ ! -s "$d/sets.missing" ]; then
+    [ ! -s "$d/sets.stale" ] && [ ! -s "$d/sets.missing" ] && [ ! -s "$d/sets.new" ] && [ ! -s "$d/sets.redecl" ]; then
     cw_result unchanged; cw_unlock; return
   fi
   cw_phase applying
+  # 1. stage
+  awk '{ print $1, "cw-tmp-" $1 }' "$d/sets.redecl" > "$d/sets.tmp"
+  cat "$d/sets.new" "$d/sets.tmp" > "$d/sets.stage"
+  if [ -s "$d/sets.stage" ]; then
+    { cw_nft_blocks "$d/sets.stage"; cw_nft_members "$d/sets.stage"; } > "$d/stage.nft"
+    cw_nft_load "$d/stage.nft" || cw_nft_refused "nft refused the staged sets"
+  fi
+  # 2. switch: the script with the redeclared sets' names replaced by their staging names (names are
+  # plain identifiers: the operator checked them in sets.idx, and they are in the bundle's script)
+  awk '{ printf "s/@%s\\([^A-Za-z0-9_.-]\\)/@cw-tmp-%s\\1/g\ns/@%s$/@cw-tmp-%s/\ns/^  set %s {$/  set cw-tmp-%s {/\n", $1, $1, $1, $1, $1, $1 }' \
+    "$d/sets.redecl" > "$d/rename.sed"
   {
-    while read -r s; do echo "flush set inet cellwall $s"; done < "$d/sets.drift"
-    cat "$d/ruleset.nft"
+    grep -vxF -f "$d/sets.redecl" "$d/sets.drift" | while read -r s; do echo "flush set inet cellwall $s"; done
+    if [ -s "$d/sets.redecl" ]; then sed -f "$d/rename.sed" "$d/ruleset.nft"; else cat "$d/ruleset.nft"; fi
     while read -r c; do echo "flush chain inet cellwall $c"; done < "$d/chains.stale"
     while read -r c; do echo "delete chain inet cellwall $c"; done < "$d/chains.stale"
     while read -r s; do echo "delete set inet cellwall $s"; done < "$d/sets.stale"
+    while read -r s; do echo "delete set inet cellwall $s"; done < "$d/sets.redecl"
   } > "$d/tx.nft"
-  if ! nft -f "$d/tx.nft" 2>>"$d/err"; then
-    # one transaction: the kernel applied none of it (checked)
-    if [ "$(cw_nftquick)" = "$cw_q" ]; then cw_result rolled-back "nft refused the transaction, nothing changed: $(cw_err)"
-    else cw_result failed "nft refused the transaction, but the table now differs from before: $(cw_err)"; fi
-    cw_unlock; exit 1
+  if ! cw_nft_load "$d/tx.nft"; then
+    # one transaction: the kernel applied none of it (checked); the staged sets, unreferenced, go
+    if [ -s "$d/sets.stage" ]; then
+      awk '{ print "delete set inet cellwall " (NF > 1 ? $2 : $1) }' "$d/sets.stage" > "$d/unstage.nft"
+      cw_nft_load "$d/unstage.nft"
+    fi
+    cw_nft_refused "nft refused the transaction"
+  fi
+  # 3. recreate, 4. final
+  if [ -s "$d/sets.redecl" ]; then
+    { cw_nft_blocks "$d/sets.redecl"; cw_nft_members "$d/sets.redecl"; } > "$d/recreate.nft"
+    cw_nft_load "$d/recreate.nft" || cw_nft_rollback "nft refused to recreate the redeclared sets: $(cw_err)"
+    { cat "$d/ruleset.nft"; while read -r s; do echo "delete set inet cellwall cw-tmp-$s"; done < "$d/sets.redecl"; } > "$d/final.nft"
+    cw_nft_load "$d/final.nft" || cw_nft_rollback "nft refused the final transaction: $(cw_err)"
   fi
   # verify: every chain of the script with its rule count, every set, no other chain
   nft -t list ruleset 2>>"$d/err" | cw_nfttable | cw_nftcanon | cw_nftshape > "$d/new.shape"

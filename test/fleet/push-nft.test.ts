@@ -34,12 +34,12 @@ bindings:
   - { security_groups: [web], groups: [sandbox], phase: running }
 `;
 
-// cells 0-3: two per segment; 4: a cell whose table holds a set the kernel cannot redeclare;
+// cells 0-3: two per segment; 4: a cell whose table holds what the kernel refuses to stage or switch over;
 // 5: a cell where someone else flushes our base chain right after each load (the verify fails)
 const REFUSE = 4, MEDDLE = 5;
 const MEDDLER = `#!/bin/sh
 case "$*" in
-  *-f*/tx.nft) /usr/sbin/nft "$@" || exit $?; exec /usr/sbin/nft flush chain inet cellwall forward ;;
+  *-f*/tx.nft|*-f*/final.nft) /usr/sbin/nft "$@" || exit $?; exec /usr/sbin/nft flush chain inet cellwall forward ;;
   *) exec /usr/sbin/nft "$@" ;;
 esac
 `;
@@ -179,19 +179,44 @@ describe.skipIf(gate.skip)('cellwall push --backend nft over ssh', () => {
     expect(again.summary.unchanged).toBe(2);
   });
 
-  it('a cell whose kernel refuses the transaction is rolled back (table as before); the others change', async () => {
-    const name = /^ {2}set (cw4p-\S+) \{$/m.exec(readFileSync(join(bundles[1], 'seg-a', 'ruleset.nft'), 'utf8'))![1];
+  it('a stage or a switch the kernel refuses changes nothing (staged sets deleted, handles as before); the other cell changes', async () => {
+    // stage refused: a dynamic member set declared otherwise (IPv6) holds an IPv6 member, which its
+    // staging copy (the script's IPv4 declaration) cannot take
     fleet.inCell(REFUSE, 'nft', ['add', 'table', 'inet', 'cellwall']);
-    fleet.inCell(REFUSE, 'nft', ['add', 'set', 'inet', 'cellwall', name, '{ type ipv6_addr; }']);
-    const before = listing(REFUSE, ['-a']);
+    fleet.inCell(REFUSE, 'nft', ['add', 'set', 'inet', 'cellwall', 'cw-d-sandbox-r4', '{ type ipv6_addr; flags interval; }']);
+    fleet.inCell(REFUSE, 'nft', ['add', 'element', 'inet', 'cellwall', 'cw-d-sandbox-r4', '{ fd00::7 }']);
+    let before = listing(REFUSE, ['-a']);
     const inv = fleet.inventory([{ i: 0, segment: 'seg-a' }, { i: REFUSE, segment: 'seg-a', name: 'refusing' }]);
     const r = await push(2, ['--inventory', inv, '--max-in-flight', '2', '--canaries', '0']);
     expect(r.code).toBe(1);
     const by = Object.fromEntries(json(r).cells.map((c: any) => [c.name, c]));
     expect(by.refusing.outcome).toBe('rolled-back');
-    expect(by.refusing.reason).toMatch(/nft refused the transaction, nothing changed: .*(File exists|Error)/);
+    expect(by.refusing.reason).toMatch(/nft refused the staged sets, nothing changed: .*Error/);
     expect(listing(REFUSE, ['-a'])).toBe(before);
     expect(by['cell-0'].outcome).toBe('changed');
+
+    // switch refused (a chain of the script's name on another hook): the sets staged for it are gone again
+    fleet.inCell(REFUSE, 'nft', ['delete', 'table', 'inet', 'cellwall']);
+    fleet.inCell(REFUSE, 'nft', ['add', 'table', 'inet', 'cellwall']);
+    fleet.inCell(REFUSE, 'nft', ['add', 'chain', 'inet', 'cellwall', 'forward', '{ type filter hook input priority 0; policy accept; }']);
+    before = listing(REFUSE, ['-a']);
+    const again = json(await push(2, ['--inventory', fleet.inventory([{ i: REFUSE, segment: 'seg-a', name: 'refusing' }])]));
+    expect(again.cells[0].outcome).toBe('rolled-back');
+    expect(again.cells[0].reason).toMatch(/nft refused the transaction, nothing changed: .*(Operation not supported|Error)/);
+    expect(listing(REFUSE, ['-a'])).toBe(before);
+  });
+
+  it('a set of the script\'s name declared otherwise on the cell (another type) is staged, switched and recreated', async () => {
+    const name = /^ {2}set (cw4p-\S+) \{$/m.exec(readFileSync(join(bundles[1], 'seg-a', 'ruleset.nft'), 'utf8'))![1];
+    fleet.inCell(REFUSE, 'nft', ['delete', 'table', 'inet', 'cellwall']);
+    fleet.inCell(REFUSE, 'nft', ['add', 'table', 'inet', 'cellwall']);
+    fleet.inCell(REFUSE, 'nft', ['add', 'set', 'inet', 'cellwall', name, '{ type ipv6_addr; }']);
+    const r = json(await push(2, ['--inventory', fleet.inventory([{ i: REFUSE, segment: 'seg-a', name: 'redeclared' }])]));
+    expect(r.cells[0].outcome, r.cells[0].reason).toBe('changed');
+    // cell-0 holds v2 seg-a (the listing's order of chains follows their creation: compared as sorted canonical lines)
+    expect(canon(REFUSE).sort()).toEqual(canon(0).sort());
+    expect(canon(REFUSE)).toContain(`S ${name} type ipv4_addr . inet_proto . inet_service`);
+    expect(canon(REFUSE).filter((l) => l.includes('cw-tmp-'))).toEqual([]);
   });
 
   it('a verify failure after the load restores the previous table (snapshot, one transaction)', async () => {
