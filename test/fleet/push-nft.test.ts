@@ -2,7 +2,7 @@
 // namespace running its own sshd; the push command runs in an operator namespace.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { kernelGate } from '../helpers/caps.js';
@@ -10,6 +10,7 @@ import { nftCanon } from '../../src/fleet/plan.js';
 import { Fleet } from './harness.mjs';
 
 const gate = kernelGate(['ip', 'sshd', 'ssh', 'ssh-keygen', 'nft']);
+const trafficGate = kernelGate(['ip', 'sshd', 'ssh', 'ssh-keygen', 'nft', 'ping', 'sysctl']);
 const ROOT = resolve(__dirname, '../..');
 const CLI = join(ROOT, 'bin/cellwall.js');
 const PWN = ['/tmp/cwt-pwn-nft', '/tmp/cwt-pwn-nft2', '/tmp/cwt-pwn-nft-name'];
@@ -243,4 +244,147 @@ describe.skipIf(gate.skip)('cellwall push --backend nft over ssh', () => {
     expect(listing(0)).toContain(`dns $(touch ${PWN[0]}) \`touch ${PWN[1]}\``);
     for (const f of PWN) expect(existsSync(f)).toBe(false);
   });
+});
+
+/**
+ * The remote sh stages the sets a cell lacks before the transaction that switches the rules (a set
+ * created in that transaction looks empty for a moment, docs/nft.md). Traffic goes through a real sshd
+ * cell: src (10.255.0.4) -> cell -> dst (VPC 10.0.0.11, internet 198.51.100.10).
+ */
+describe.skipIf(trafficGate.skip)('cellwall push --backend nft: no gap in traffic while a cell switches tables', () => {
+  let fleet: any;
+  let tmp: string;
+  let src: string;
+  /** 8000 separate addresses (none adjacent: 8000 elements) in 100.64.0.0/16: the container network gains them in B */
+  const big = Array.from({ length: 8000 }, (_, i) => `100.64.${i >> 7}.${(i & 127) * 2}`).join(', ');
+  /**
+   * Both policies allow the VPC (tcp 5432, ICMP) and refuse the rest. B's container network is a new,
+   * big set (a source set: looked up empty, a container would look ungoverned and pass), and the VPC
+   * set is the same content-addressed set under another comment ("egress_allow of x" / "of y": redeclared;
+   * looked up empty, `!= @vpc` would refuse the VPC)
+   */
+  const policy = (seg: string, withBig: boolean) => `version: 1
+mode: tighten
+defaults: { deny: reject }
+networks:
+  overlay: [10.255.0.0/24${withBig ? `, ${big}` : ''}]
+  vpc: [10.0.0.0/8]
+security_groups:
+  db: [{ protocol: tcp, destination: vpc, ports: "5432" }, { protocol: icmp, destination: vpc, type: -1, code: -1 }]
+segments:
+  ${seg}: { container_network: overlay, egress: restricted, egress_allow: [vpc] }
+bindings:
+  - { security_groups: [db], phase: [running, staging] }
+`;
+  const cell = () => fleet.cells[0].ns;
+  const ipn = (ns: string, ...args: string[]) => execFileSync('ip', ['-n', ns, ...args], { stdio: 'pipe' });
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'cwt-fleet-nftgap-'));
+    writeFileSync(join(tmp, 'a.yaml'), policy('x', false));
+    writeFileSync(join(tmp, 'b.yaml'), policy('y', true));
+    for (const [f, seg] of [['a', 'x'], ['b', 'y']]) {
+      execFileSync('node', [CLI, 'compile', join(tmp, `${f}.yaml`), '--segment', seg, '--backend', 'nft', '--out', join(tmp, f, seg)], { stdio: 'pipe' });
+    }
+    fleet = await new Fleet(1).start();
+    src = `cwt-${fleet.id}-src`;
+    const dst = `cwt-${fleet.id}-dst`;
+    fleet.addNs(src);
+    fleet.addNs(dst);
+    ipn(src, 'link', 'add', 's0', 'type', 'veth', 'peer', 'name', 'cs', 'netns', cell());
+    ipn(dst, 'link', 'add', 'd0', 'type', 'veth', 'peer', 'name', 'cd', 'netns', cell());
+    ipn(src, 'addr', 'add', '10.255.0.4/24', 'dev', 's0');
+    ipn(cell(), 'addr', 'add', '10.255.0.1/24', 'dev', 'cs');
+    ipn(cell(), 'addr', 'add', '10.0.0.1/24', 'dev', 'cd');
+    ipn(cell(), 'addr', 'add', '198.51.100.1/24', 'dev', 'cd');
+    ipn(dst, 'addr', 'add', '10.0.0.11/24', 'dev', 'd0');
+    ipn(dst, 'addr', 'add', '198.51.100.10/24', 'dev', 'd0');
+    for (const [ns, dev] of [[src, 's0'], [src, 'lo'], [dst, 'd0'], [dst, 'lo'], [cell(), 'cs'], [cell(), 'cd']]) ipn(ns, 'link', 'set', dev, 'up');
+    ipn(src, 'route', 'add', 'default', 'via', '10.255.0.1');
+    ipn(dst, 'route', 'add', 'default', 'via', '10.0.0.1');
+    fleet.inCell(0, 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+  }, 60_000);
+
+  afterAll(() => {
+    fleet?.stop();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const push = async (file: string, seg: string) => {
+    const r = await fleet.run('node', [CLI, 'push', join(tmp, file), '--bundles', join(tmp, file.replace('.yaml', '')), '--backend', 'nft', '--json', '--inventory', fleet.inventory([{ i: 0, segment: seg }])], { timeoutMs: 120_000 });
+    return { code: r.code, stderr: r.stderr, cell: JSON.parse(r.stdout).cells[0] };
+  };
+
+  /** ping flood src -> VPC (both tables allow it; an echo request refused comes back as an error): at most 300000 (60 s) */
+  function pingFlood() {
+    const child = spawn('ip', ['netns', 'exec', src, 'ping', '-q', '-n', '-i', '0.0002', '-c', '300000', '-w', '60', '10.0.0.11'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += String(d)));
+    child.stderr.on('data', (d) => (out += String(d)));
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    return async () => {
+      if (child.exitCode === null) child.kill('SIGINT');
+      await exited;
+      const m = /(\d+) packets transmitted, (\d+) received(?:, \+(\d+) errors)?/.exec(out);
+      if (!m) throw new Error(`ping: ${out}`);
+      return { sent: Number(m[1]), received: Number(m[2]), errors: Number(m[3] ?? 0) };
+    };
+  }
+
+  /**
+   * UDP datagrams src -> 198.51.100.10:53 as fast as node sends them (at most 2,000,000 or 60 s): both tables
+   * refuse them. A second table in the cell counts them on the forward hook before cellwall's base chain
+   * (priority -10) and after it (10): a reject is final, so none may arrive after it.
+   */
+  function udpFlood() {
+    const match = 'ip saddr 10.255.0.4 ip daddr 198.51.100.10 udp dport 53 counter';
+    fleet.inCell(0, 'sh', ['-c', 'nft delete table inet cwtwatch 2>/dev/null; nft add table inet cwtwatch'
+      + ` && nft add chain inet cwtwatch pre '{ type filter hook forward priority -10; policy accept; }' && nft add rule inet cwtwatch pre ${match}`
+      + ` && nft add chain inet cwtwatch post '{ type filter hook forward priority 10; policy accept; }' && nft add rule inet cwtwatch post ${match}`]);
+    const code = "setTimeout(()=>process.exit(0),60000);const d=require('dgram').createSocket('udp4');d.bind(0,'10.255.0.4',()=>{"
+      + "const b=Buffer.alloc(8);let n=0;const go=()=>{if(n++<2e6)d.send(b,53,'198.51.100.10',go);else process.exit(0);};go();});";
+    const child = spawn('ip', ['netns', 'exec', src, process.execPath, '-e', code], { stdio: 'ignore' });
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    return async () => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await exited;
+      const count = (chain: string) => Number(/counter packets (\d+)/.exec(fleet.inCell(0, 'nft', ['list', 'chain', 'inet', 'cwtwatch', chain]))?.[1] ?? NaN);
+      const r = { sent: count('pre'), passed: count('post') };
+      fleet.inCell(0, 'nft', ['delete', 'table', 'inet', 'cwtwatch']);
+      return r;
+    };
+  }
+
+  const probed = async (file: string, seg: string) => {
+    const allowed = pingFlood();
+    const refused = udpFlood();
+    const r = await push(file, seg);
+    return { r, allowed: await allowed(), refused: await refused() };
+  };
+  const setComments = () => [...fleet.inCell(0, 'nft', ['-t', 'list', 'sets', 'inet']).matchAll(/comment "([^"]*)"/g)].map((m: string[]) => m[1]).sort();
+
+  it('A -> B (a new 8000-element source set, a redeclared VPC set) -> A, 3 times: nothing both refuse gets through, nothing both allow is refused', async () => {
+    const first = await push('a.yaml', 'x');
+    expect(first.cell.outcome, first.stderr).toBe('changed');
+    const swaps: Array<{ to: string; outcome: string; why: string; refused: { sent: number; passed: number }; allowed: { received: number; errors: number }; comments: string[] }> = [];
+    for (const [file, seg] of Array.from({ length: 3 }, () => [['b.yaml', 'y'], ['a.yaml', 'x']]).flat()) {
+      const p = await probed(file, seg);
+      swaps.push({ to: seg, outcome: p.r.cell.outcome, why: `${p.r.cell.reason ?? ''} ${p.r.stderr}`.trim(), refused: p.refused, allowed: p.allowed, comments: setComments() });
+    }
+    const all = JSON.stringify(swaps.map(({ comments, ...w }) => w));
+    expect(swaps.map((w) => w.outcome), all).toEqual(swaps.map(() => 'changed'));
+    for (const w of swaps) {
+      expect(w.refused.sent, all).toBeGreaterThan(0);
+      expect(w.refused.passed, all).toBe(0); // not one datagram let through
+      expect(w.allowed.received, all).toBeGreaterThan(0);
+      expect(w.allowed.errors, all).toBe(0); // not one echo request refused
+    }
+    // the redeclared set carries the new comment (nft keeps the old one when a script merely redeclares it)
+    for (const w of swaps) {
+      expect(w.comments).toContain(`egress_allow of ${w.to}`);
+      expect(w.comments).not.toContain(`egress_allow of ${w.to === 'x' ? 'y' : 'x'}`);
+    }
+    expect(fleet.inCell(0, 'nft', ['-t', 'list', 'sets', 'inet'])).not.toContain('cw-tmp-');
+    expect((await push('a.yaml', 'x')).cell.outcome).toBe('unchanged');
+  }, 240_000);
 });
