@@ -538,8 +538,9 @@ cw_nft_refused() { # $1 = what was refused
 # the rules creates looks empty for a moment after the commit (docs/nft.md), so over a live table
 #  1. stage: the sets the table lacks, with their elements, and those declared otherwise (type, flags,
 #     comment) under cw-tmp-NAME (dynamic ones with their live members), unreferenced;
-#  2. switch (tx.nft): ruleset.nft with the redeclared sets renamed to cw-tmp-NAME + the older policy's
-#     chains and sets removed + the old redeclared sets deleted;
+#  2. switch (tx.nft): the chains declared otherwise deleted (all chains flushed first) + ruleset.nft
+#     with the redeclared sets renamed to cw-tmp-NAME + the older policy's chains and sets removed +
+#     the old redeclared sets deleted;
 #  3. recreate (only with redeclared sets): them under their own names; 4. final: ruleset.nft as it
 #     is + delete the cw-tmp- copies.
 # Each step leaves a table that means the old policy or the new one. A refused stage or switch
@@ -577,6 +578,10 @@ cw_nft_apply() {
   # every set (dynamic ones too): those the table lacks (staged), those it declares otherwise (redeclared)
   awk '$1 == "S" { print $2 }' "$d/live.canon" | sort -u > "$d/all.live"
   awk '$1 == "S" { print $2 }' "$d/want.canon" | sort -u > "$d/all.want"
+  # chains both have, declared otherwise (hook, priority, policy; a base chain on one side only)
+  grep '^R [^ ]* type ' "$d/want.canon" | sort -u > "$d/want.ct"
+  grep '^R [^ ]* type ' "$d/live.canon" | sort -u > "$d/live.ct"
+  comm -3 "$d/want.ct" "$d/live.ct" | awk '{ print $2 }' | sort -u | comm -12 - "$d/chains.live" | comm -12 - "$d/chains.want" > "$d/chains.redecl"
   : > "$d/sets.new"; : > "$d/sets.redecl"
   if [ -s "$d/snap.nft" ]; then
     comm -13 "$d/all.live" "$d/all.want" > "$d/sets.new"
@@ -587,7 +592,7 @@ cw_nft_apply() {
   cw_q=$(cw_nftquick)
   cw_recorded
   if [ "$cw_rec_bundle" = "$cw_bundle" ] && [ "$cw_rec_live" = "n:$cw_q" ] && [ ! -s "$d/sets.drift" ] && [ ! -s "$d/chains.stale" ] &&
-    [ ! -s "$d/sets.stale" ] && [ ! -s "$d/sets.missing" ] && [ ! -s "$d/sets.new" ] && [ ! -s "$d/sets.redecl" ]; then
+    [ ! -s "$d/sets.stale" ] && [ ! -s "$d/sets.missing" ] && [ ! -s "$d/sets.new" ] && [ ! -s "$d/sets.redecl" ] && [ ! -s "$d/chains.redecl" ]; then
     cw_result unchanged; cw_unlock; return
   fi
   cw_phase applying
@@ -603,6 +608,12 @@ cw_nft_apply() {
   awk '{ printf "s/@%s\\([^A-Za-z0-9_.-]\\)/@cw-tmp-%s\\1/g\ns/@%s$/@cw-tmp-%s/\ns/^  set %s {$/  set cw-tmp-%s {/\n", $1, $1, $1, $1, $1, $1 }' \
     "$d/sets.redecl" > "$d/rename.sed"
   {
+    # a chain declared otherwise is deleted (every live chain flushed first: nothing refers to it
+    # any more; the script refills ours) and the script declares it anew
+    if [ -s "$d/chains.redecl" ]; then
+      while read -r c; do echo "flush chain inet cellwall $c"; done < "$d/chains.live"
+      while read -r c; do echo "delete chain inet cellwall $c"; done < "$d/chains.redecl"
+    fi
     grep -vxF -f "$d/sets.redecl" "$d/sets.drift" | while read -r s; do echo "flush set inet cellwall $s"; done
     if [ -s "$d/sets.redecl" ]; then sed -f "$d/rename.sed" "$d/ruleset.nft"; else cat "$d/ruleset.nft"; fi
     while read -r c; do echo "flush chain inet cellwall $c"; done < "$d/chains.stale"

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { kernelGate } from '../helpers/caps.js';
 import { nftCanon } from '../../src/fleet/plan.js';
+import { nftSetIndex } from '../../src/fleet/script.js';
 import { Fleet } from './harness.mjs';
 
 const gate = kernelGate(['ip', 'sshd', 'ssh', 'ssh-keygen', 'nft']);
@@ -35,15 +36,39 @@ bindings:
   - { security_groups: [web], groups: [sandbox], phase: running }
 `;
 
-// cells 0-3: two per segment; 4: a cell whose table holds what the kernel refuses to stage or switch over;
-// 5: a cell where someone else flushes our base chain right after each load (the verify fails)
-const REFUSE = 4, MEDDLE = 5;
+// cells 0-3: two per segment; 4: a cell whose table holds what must be redeclared (or cannot be staged);
+// 5: a cell where someone else flushes our base chain right after each load (the verify fails);
+// 6: a cell whose nft (a wrapper) logs each nft -f and refuses the switch transaction
+const REFUSE = 4, MEDDLE = 5, REFUSE_SWITCH = 6;
+const REFUSER = (log: string) => `#!/bin/sh
+case "$*" in
+  *-f*.nft) echo "$*" >> ${log} ;;
+esac
+case "$*" in
+  *-f*/tx.nft) echo "tx.nft: Error: refused by the test wrapper" >&2; exit 1 ;;
+  *) exec /usr/sbin/nft "$@" ;;
+esac
+`;
 const MEDDLER = `#!/bin/sh
 case "$*" in
   *-f*/tx.nft|*-f*/final.nft) /usr/sbin/nft "$@" || exit $?; exec /usr/sbin/nft flush chain inet cellwall forward ;;
   *) exec /usr/sbin/nft "$@" ;;
 esac
 `;
+
+describe('nftSetIndex (operator side: where ruleset.nft holds each set\'s full block)', () => {
+  const script = [
+    'table inet cellwall {', '  set cw-d-g-r4 {', '    type ipv4_addr; flags interval;', '  }', '  set cw4n-a {', '    type ipv4_addr; flags interval;', '  }', '}',
+    'flush chain inet cellwall forward',
+    'table inet cellwall {', '  set cw4n-a {', '    type ipv4_addr; flags interval;', '    elements = {', '      10.0.0.0/8', '    }', '  }', '}', '',
+  ].join('\n');
+  it('a dynamic set in the first table block, a filled one in the second', () => {
+    expect(nftSetIndex(script)).toBe('cw-d-g-r4 1\ncw4n-a 2\n');
+  });
+  it('refuses a set name that is not a plain identifier (it would reach the remote shell\'s sed and awk)', () => {
+    expect(() => nftSetIndex(script.replace('set cw4n-a {', 'set cw4n-a/x {'))).toThrow(/not a plain identifier/);
+  });
+});
 
 describe.skipIf(gate.skip)('cellwall push --backend nft over ssh', () => {
   let fleet: any;
@@ -73,7 +98,7 @@ describe.skipIf(gate.skip)('cellwall push --backend nft over ssh', () => {
       for (const s of ['seg-a', 'seg-b']) execFileSync('node', [CLI, 'compile', f, '--segment', s, '--backend', 'nft', '--out', join(dir, s)], { stdio: 'pipe' });
       bundles.push(dir);
     }
-    fleet = await new Fleet(6).start({ wrap: { [MEDDLE]: { nft: MEDDLER } } });
+    fleet = await new Fleet(7).start({ wrap: { [MEDDLE]: { nft: MEDDLER }, [REFUSE_SWITCH]: { nft: REFUSER(join(tmp, 'switch.log')) } } });
   });
 
   afterAll(() => {
@@ -180,13 +205,13 @@ describe.skipIf(gate.skip)('cellwall push --backend nft over ssh', () => {
     expect(again.summary.unchanged).toBe(2);
   });
 
-  it('a stage or a switch the kernel refuses changes nothing (staged sets deleted, handles as before); the other cell changes', async () => {
-    // stage refused: a dynamic member set declared otherwise (IPv6) holds an IPv6 member, which its
-    // staging copy (the script's IPv4 declaration) cannot take
+  it('a stage the kernel refuses changes nothing (handles as before); the other cell changes', async () => {
+    // a dynamic member set declared otherwise (IPv6) holds an IPv6 member, which its staging copy
+    // (the script's IPv4 declaration) cannot take
     fleet.inCell(REFUSE, 'nft', ['add', 'table', 'inet', 'cellwall']);
     fleet.inCell(REFUSE, 'nft', ['add', 'set', 'inet', 'cellwall', 'cw-d-sandbox-r4', '{ type ipv6_addr; flags interval; }']);
     fleet.inCell(REFUSE, 'nft', ['add', 'element', 'inet', 'cellwall', 'cw-d-sandbox-r4', '{ fd00::7 }']);
-    let before = listing(REFUSE, ['-a']);
+    const before = listing(REFUSE, ['-a']);
     const inv = fleet.inventory([{ i: 0, segment: 'seg-a' }, { i: REFUSE, segment: 'seg-a', name: 'refusing' }]);
     const r = await push(2, ['--inventory', inv, '--max-in-flight', '2', '--canaries', '0']);
     expect(r.code).toBe(1);
@@ -195,29 +220,47 @@ describe.skipIf(gate.skip)('cellwall push --backend nft over ssh', () => {
     expect(by.refusing.reason).toMatch(/nft refused the staged sets, nothing changed: .*Error/);
     expect(listing(REFUSE, ['-a'])).toBe(before);
     expect(by['cell-0'].outcome).toBe('changed');
-
-    // switch refused (a chain of the script's name on another hook): the sets staged for it are gone again
-    fleet.inCell(REFUSE, 'nft', ['delete', 'table', 'inet', 'cellwall']);
-    fleet.inCell(REFUSE, 'nft', ['add', 'table', 'inet', 'cellwall']);
-    fleet.inCell(REFUSE, 'nft', ['add', 'chain', 'inet', 'cellwall', 'forward', '{ type filter hook input priority 0; policy accept; }']);
-    before = listing(REFUSE, ['-a']);
-    const again = json(await push(2, ['--inventory', fleet.inventory([{ i: REFUSE, segment: 'seg-a', name: 'refusing' }])]));
-    expect(again.cells[0].outcome).toBe('rolled-back');
-    expect(again.cells[0].reason).toMatch(/nft refused the transaction, nothing changed: .*(Operation not supported|Error)/);
-    expect(listing(REFUSE, ['-a'])).toBe(before);
   });
 
-  it('a set of the script\'s name declared otherwise on the cell (another type) is staged, switched and recreated', async () => {
+  it('a switch refused after the stage changes nothing: the sets staged for it are deleted again (handles as before)', async () => {
+    // an earlier table, loaded by hand; the cell's nft (a wrapper in its ssh PATH) refuses the switch transaction
+    fleet.inCell(REFUSE_SWITCH, 'nft', ['-f', join(bundles[0], 'seg-b', 'ruleset.nft')]);
+    const before = listing(REFUSE_SWITCH, ['-a']);
+    const r = json(await push(2, ['--inventory', fleet.inventory([{ i: REFUSE_SWITCH, segment: 'seg-a', name: 'refusing' }])]));
+    expect(r.cells[0].outcome).toBe('rolled-back');
+    expect(r.cells[0].reason).toMatch(/nft refused the transaction, nothing changed: .*refused by the test wrapper/);
+    expect(listing(REFUSE_SWITCH, ['-a'])).toBe(before);
+    // the stage did run: the wrapper logged its load before the refused switch
+    expect(readFileSync(join(tmp, 'switch.log'), 'utf8')).toMatch(/stage\.nft\n.*tx\.nft\n/);
+  });
+
+  it('a set (another type) and a chain (another hook) of the script\'s names, declared otherwise on the cell, are replaced', async () => {
     const name = /^ {2}set (cw4p-\S+) \{$/m.exec(readFileSync(join(bundles[1], 'seg-a', 'ruleset.nft'), 'utf8'))![1];
     fleet.inCell(REFUSE, 'nft', ['delete', 'table', 'inet', 'cellwall']);
     fleet.inCell(REFUSE, 'nft', ['add', 'table', 'inet', 'cellwall']);
     fleet.inCell(REFUSE, 'nft', ['add', 'set', 'inet', 'cellwall', name, '{ type ipv6_addr; }']);
+    fleet.inCell(REFUSE, 'nft', ['add', 'chain', 'inet', 'cellwall', 'forward', '{ type filter hook input priority 0; policy accept; }']);
     const r = json(await push(2, ['--inventory', fleet.inventory([{ i: REFUSE, segment: 'seg-a', name: 'redeclared' }])]));
     expect(r.cells[0].outcome, r.cells[0].reason).toBe('changed');
     // cell-0 holds v2 seg-a (the listing's order of chains follows their creation: compared as sorted canonical lines)
     expect(canon(REFUSE).sort()).toEqual(canon(0).sort());
     expect(canon(REFUSE)).toContain(`S ${name} type ipv4_addr . inet_proto . inet_service`);
+    expect(canon(REFUSE)).toContain('R forward type filter hook forward priority filter; policy accept;');
     expect(canon(REFUSE).filter((l) => l.includes('cw-tmp-'))).toEqual([]);
+  });
+
+  it('a dynamic member set declared otherwise (an older cellwall) is recreated with its members', async () => {
+    const old = canon(REFUSE).filter((l) => l.startsWith('C ')).map((l) => `flush chain inet cellwall ${l.split(' ')[1]}`);
+    fleet.inCell(REFUSE, 'sh', ['-c', `printf '%s\\n' "$@" | nft -f -`, 'sh', ...old, 'delete set inet cellwall cw-d-sandbox-r4',
+      'add set inet cellwall cw-d-sandbox-r4 { type ipv4_addr; flags interval; comment "members (older cellwall)"; }',
+      'add element inet cellwall cw-d-sandbox-r4 { 10.255.0.5, 10.255.0.6 }']);
+    expect(canon(REFUSE)).toContain('S cw-d-sandbox-r4 comment "members (older cellwall)"');
+    const r = json(await push(2, ['--inventory', fleet.inventory([{ i: REFUSE, segment: 'seg-a', name: 'redeclared' }])]));
+    expect(r.cells[0].outcome, r.cells[0].reason).toBe('changed');
+    const now = canon(REFUSE);
+    expect(now).toContain('S cw-d-sandbox-r4 comment "running members of sandbox"');
+    expect(now.filter((l) => l.startsWith('E cw-d-sandbox-r4 '))).toEqual(['E cw-d-sandbox-r4 10.255.0.5', 'E cw-d-sandbox-r4 10.255.0.6']);
+    expect(now.filter((l) => !l.startsWith('E cw-d-')).sort()).toEqual(canon(0).filter((l) => !l.startsWith('E cw-d-')).sort());
   });
 
   it('a verify failure after the load restores the previous table (snapshot, one transaction)', async () => {
