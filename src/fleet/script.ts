@@ -461,7 +461,7 @@ cw_plan() {
 
 `;
 
-/** nft backend: table inet cellwall, one nft -f transaction (sent only with nft bundles) */
+/** nft backend: table inet cellwall, staged nft -f transactions as apply's (sent only with nft bundles) */
 const NFT = String.raw`
 
 # canonical lines of an nft table (an nft list block or ruleset.nft): "C chain", "R chain rule"
