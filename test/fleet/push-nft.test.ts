@@ -2,10 +2,11 @@
 // namespace running its own sshd; the push command runs in an operator namespace.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { kernelGate } from '../helpers/caps.js';
+import { pingFlood, udpFlood } from '../helpers/floods.js';
 import { nftCanon } from '../../src/fleet/plan.js';
 import { nftSetIndex } from '../../src/fleet/script.js';
 import { Fleet } from './harness.mjs';
@@ -358,51 +359,11 @@ bindings:
     return { code: r.code, stderr: r.stderr, cell: JSON.parse(r.stdout).cells[0] };
   };
 
-  /** ping flood src -> VPC (both tables allow it; an echo request refused comes back as an error): at most 300000 (60 s) */
-  function pingFlood() {
-    const child = spawn('ip', ['netns', 'exec', src, 'ping', '-q', '-n', '-i', '0.0002', '-c', '300000', '-w', '60', '10.0.0.11'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d) => (out += String(d)));
-    child.stderr.on('data', (d) => (out += String(d)));
-    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-    return async () => {
-      if (child.exitCode === null) child.kill('SIGINT');
-      await exited;
-      const m = /(\d+) packets transmitted, (\d+) received(?:, \+(\d+) errors)?/.exec(out);
-      if (!m) throw new Error(`ping: ${out}`);
-      return { sent: Number(m[1]), received: Number(m[2]), errors: Number(m[3] ?? 0) };
-    };
-  }
-
-  /**
-   * UDP datagrams src -> 198.51.100.10:53 as fast as node sends them (at most 2,000,000 or 60 s): both tables
-   * refuse them. A second table in the cell counts them on the forward hook before cellwall's base chain
-   * (priority -10) and after it (10): a reject is final, so none may arrive after it.
-   */
-  function udpFlood() {
-    const match = 'ip saddr 10.255.0.4 ip daddr 198.51.100.10 udp dport 53 counter';
-    fleet.inCell(0, 'sh', ['-c', 'nft delete table inet cwtwatch 2>/dev/null; nft add table inet cwtwatch'
-      + ` && nft add chain inet cwtwatch pre '{ type filter hook forward priority -10; policy accept; }' && nft add rule inet cwtwatch pre ${match}`
-      + ` && nft add chain inet cwtwatch post '{ type filter hook forward priority 10; policy accept; }' && nft add rule inet cwtwatch post ${match}`]);
-    const code = "setTimeout(()=>process.exit(0),60000);const d=require('dgram').createSocket('udp4');d.bind(0,'10.255.0.4',()=>{"
-      + "const b=Buffer.alloc(8);let n=0;const go=()=>{if(n++<2e6)d.send(b,53,'198.51.100.10',go);else process.exit(0);};go();});";
-    const child = spawn('ip', ['netns', 'exec', src, process.execPath, '-e', code], { stdio: 'ignore' });
-    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-    return async () => {
-      if (child.exitCode === null) child.kill('SIGKILL');
-      await exited;
-      const count = (chain: string) => Number(/counter packets (\d+)/.exec(fleet.inCell(0, 'nft', ['list', 'chain', 'inet', 'cwtwatch', chain]))?.[1] ?? NaN);
-      const r = { sent: count('pre'), passed: count('post') };
-      fleet.inCell(0, 'nft', ['delete', 'table', 'inet', 'cwtwatch']);
-      return r;
-    };
-  }
-
   const probed = async (file: string, seg: string) => {
-    const allowed = pingFlood();
-    const refused = udpFlood();
+    const allowed = pingFlood(src, '10.0.0.11');
+    const refused = await udpFlood(src, '10.255.0.4', '198.51.100.10', ([cmd, ...args]) => fleet.inCell(0, cmd!, args));
     const r = await push(file, seg);
-    return { r, allowed: await allowed(), refused: await refused() };
+    return { r, allowed: await allowed.stop(), refused: await refused.stop() };
   };
   const setComments = () => [...fleet.inCell(0, 'nft', ['-t', 'list', 'sets', 'inet']).matchAll(/comment "([^"]*)"/g)].map((m: string[]) => m[1]).sort();
 

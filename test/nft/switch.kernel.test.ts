@@ -9,7 +9,7 @@
  * traffic both tables refuse gets through (a moment without rules).
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
+import { pingFlood, udpFlood } from '../helpers/floods.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -102,61 +102,11 @@ describe.skipIf(kernel.skip)('apply --backend nft: any table to any table in one
     return { rounds, bad };
   }
 
-  /**
-   * A ping flood from `src` to `dst` (one echo request every 0.2 ms, at most 300000: 60 s), until stop():
-   * far denser than the probe loop. Echo requests refused by the cell come back as errors.
-   */
-  function pingFlood(src: string, dst: string): { stop(): Promise<{ sent: number; received: number; errors: number }> } {
-    const child = spawn('ip', ['netns', 'exec', t.ns.get(t.roleOf(src))!, 'ping', '-q', '-n', '-I', src, '-i', '0.0002', '-c', '300000', dst], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d) => (out += String(d)));
-    child.stderr.on('data', (d) => (out += String(d)));
-    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-    return {
-      async stop() {
-        if (child.exitCode === null) child.kill('SIGINT');
-        await exited;
-        const m = /(\d+) packets transmitted, (\d+) received(?:, \+(\d+) errors)?/.exec(out);
-        if (!m) throw new Error(`ping ${src} -> ${dst}: ${out}`);
-        return { sent: Number(m[1]), received: Number(m[2]), errors: Number(m[3] ?? 0) };
-      },
-    };
-  }
-
-  /**
-   * UDP datagrams from `src` to `dst`:53 as fast as node sends them (bounded: 2,000,000 or 60 s), until
-   * stop(). The cell refuses them. A second table in the cell, `inet cwtwatch`, counts them on the forward
-   * hook before cellwall's table (priority -10) and after it (priority 10): a reject is final, so none
-   * should arrive after it. (One socket, one flow: a single datagram let through makes the flow
-   * established, and the rest follow it.)
-   */
-  async function udpFlood(src: string, dst: string): Promise<{ stop(): Promise<{ sent: number; passed: number }> }> {
-    const match = `ip saddr ${src} ip daddr ${dst} udp dport 53 counter`;
-    await t.cellExec(['sh', '-c', 'nft delete table inet cwtwatch 2>/dev/null; nft add table inet cwtwatch'
-      + ` && nft add chain inet cwtwatch pre '{ type filter hook forward priority -10; policy accept; }' && nft add rule inet cwtwatch pre ${match}`
-      + ` && nft add chain inet cwtwatch post '{ type filter hook forward priority 10; policy accept; }' && nft add rule inet cwtwatch post ${match}`]);
-    const code = `setTimeout(()=>process.exit(0),60000);const d=require('dgram').createSocket('udp4');d.bind(0,${JSON.stringify(src)},()=>{`
-      + `const b=Buffer.alloc(8);let n=0;const go=()=>{if(n++<2e6)d.send(b,53,${JSON.stringify(dst)},go);else process.exit(0);};go();});`;
-    // `ip netns exec` execs node: this pid is node's
-    const child = spawn('ip', ['netns', 'exec', t.ns.get(t.roleOf(src))!, process.execPath, '-e', code], { stdio: 'ignore' });
-    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-    return {
-      async stop() {
-        if (child.exitCode === null) child.kill('SIGKILL');
-        await exited;
-        const count = async (chain: string) => Number(/counter packets (\d+)/.exec(await t.cellExec(['nft', 'list', 'chain', 'inet', 'cwtwatch', chain]))?.[1] ?? NaN);
-        const r = { sent: await count('pre'), passed: await count('post') };
-        await t.cellExec(['nft', 'delete', 'table', 'inet', 'cwtwatch']);
-        return r;
-      },
-    };
-  }
-
   /** apply while the probe loop and the floods run: ICMP to the VPC (both tables allow it), UDP to the internet (both refuse it) */
   async function applyProbed(args: string[]) {
     let finished = false;
-    const allowed = pingFlood('10.255.0.2', '10.0.0.11');
-    const refused = await udpFlood('10.255.0.4', '198.51.100.10');
+    const allowed = pingFlood(t.ns.get(t.roleOf('10.255.0.2'))!, '10.0.0.11', '10.255.0.2');
+    const refused = await udpFlood(t.ns.get(t.roleOf('10.255.0.4'))!, '10.255.0.4', '198.51.100.10', (argv) => t.cellExec(argv));
     const loop = probeLoop(() => finished);
     const r = await apply(args).finally(() => (finished = true));
     return { r, ...(await loop), allowed: await allowed.stop(), refused: await refused.stop() };
