@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=64
 // `cidr aggregate` is a Unix filter: take a fast path that skips loading commander and the other commands.
 if (process.argv[2] === 'cidr') {
   const { fastCidr } = await import('../dist/src/core/cidrtool.js');

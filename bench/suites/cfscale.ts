@@ -62,9 +62,10 @@ async function oneScale(tag: 'full' | 'tenth', shape: CfScaleShape, o: CfScaleOp
   const out = join(root, 'bench', '.data', `cfscale-${tag}-${o.seed}-out`);
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
+  // the executable itself, as npx and the BOSH job run it (its #! line sets node's young generation size)
   const compile = runOnce({
     name: 'cellwall compile',
-    argv: [process.execPath, 'bin/cellwall.js', 'compile', file, '--segment', SEGMENT, '--out', out],
+    argv: [join(root, 'bin', 'cellwall.js'), 'compile', file, '--segment', SEGMENT, '--out', out],
   }, 30 * 60_000);
   o.log(`  compile ${(compile.ms / 1000).toFixed(1)} s`);
   const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as {
