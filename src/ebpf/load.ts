@@ -41,10 +41,15 @@ export async function fillMaps(exec: Exec, contents: MapContents, g: Generation,
   const text = bpftoolBatch(contents, g.maps);
   const n = text.split('\n').length - 1;
   if (n === 0) return 0;
-  const file = join(scratch, `maps-${process.pid}-${Date.now()}.batch`);
-  await writeFile(file, text);
-  await exec(['bpftool', 'batch', 'file', file]);
+  await runBatch(exec, text, scratch);
   return n;
+}
+
+/** `bpftool batch file` of these '\n'-terminated lines, through a file in `scratch` (not bpffs) removed afterwards */
+export async function runBatch(exec: Exec, text: string, scratch: string): Promise<void> {
+  const file = join(scratch, `batch-${process.pid}-${Date.now()}.batch`);
+  await writeFile(file, text);
+  try { await exec(['bpftool', 'batch', 'file', file]); } finally { await rm(file, { force: true }); }
 }
 
 /**

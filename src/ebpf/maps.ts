@@ -746,9 +746,14 @@ const hex = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')).jo
 export function bpftoolBatch(c: MapContents, pinDir: string): string {
   const lines: string[] = [];
   for (const [name, es] of Object.entries(c.maps)) {
-    for (const e of es) lines.push(`map update pinned ${pinDir}/${name} key hex ${hex(e.key)} value hex ${hex(e.value)}`);
+    for (const e of es) lines.push(batchLine(`${pinDir}/${name}`, e.key, e.value));
   }
   return lines.join('\n') + '\n';
+}
+
+/** one `bpftool batch` line: set `key` to `value` in the map pinned at `path`, or delete `key` when value is null */
+export function batchLine(path: string, key: Buffer, value: Buffer | null): string {
+  return value ? `map update pinned ${path} key hex ${hex(key)} value hex ${hex(value)}` : `map delete pinned ${path} key hex ${hex(key)}`;
 }
 
 /** the map contents as JSON (what `compile --backend ebpf` writes as maps.json) */

@@ -15,7 +15,6 @@
  * lose its last prefix, a CIDR member) rebuilds.
  */
 import { join } from 'node:path';
-import { writeFile, rm } from 'node:fs/promises';
 import type { Plan } from '../compile/plan.js';
 import { AddrSet } from '../core/index.js';
 import { CellwallError } from '../errors.js';
@@ -139,7 +138,6 @@ function hostKey(v: bigint, f: 4 | 6): Buffer {
   return k;
 }
 
-const hex = (b: Buffer): string[] => [...b].map((x) => x.toString(16).padStart(2, '0'));
 
 /**
  * Make the membership change in the live maps with one LPM update/delete per
@@ -148,7 +146,8 @@ const hex = (b: Buffer): string[] => [...b].map((x) => x.toString(16).padStart(2
  */
 async function lpmChange(exec: Exec, g: Generation, plan: Plan, before: MapMember[], after: MapMember[], changed: Set<string>, scratch: string): Promise<number | null> {
   const { MAP_NAMES } = await import('../ebpf/program.js');
-  const { readMaps } = await import('../ebpf/load.js');
+  const { readMaps, runBatch } = await import('../ebpf/load.js');
+  const { batchLine } = await import('../ebpf/maps.js');
   const parsed = new Map<string, { f: 4 | 6; v: bigint }>();
   for (const m of [...before, ...after]) {
     if (parsed.has(m.addr)) continue;
@@ -209,21 +208,20 @@ async function lpmChange(exec: Exec, g: Generation, plan: Plan, before: MapMembe
     if (total - n <= 0) return null;
   }
   const lines = ops.map((op) => {
-    const path = join(g.maps, op.map);
-    if (op.cls === null) return `map delete pinned ${path} key hex ${hex(op.key).join(' ')}`;
-    const val = Buffer.alloc(4);
-    val.writeUInt16BE(op.cls, 0);
-    return `map update pinned ${path} key hex ${hex(op.key).join(' ')} value hex ${hex(val).join(' ')}`;
+    let val: Buffer | null = null;
+    if (op.cls !== null) {
+      val = Buffer.alloc(4);
+      val.writeUInt16BE(op.cls, 0);
+    }
+    return batchLine(join(g.maps, op.map), op.key, val);
   });
-  const file = join(scratch, `members-${process.pid}.batch`);
-  await writeFile(file, lines.join('\n') + '\n');
-  try { await exec(['bpftool', 'batch', 'file', file]); } finally { await rm(file, { force: true }); }
+  await runBatch(exec, lines.join('\n') + '\n', scratch);
   // read back what was changed
   const back = await readMaps(exec, g, [MAP_NAMES.src4, MAP_NAMES.src6]);
   for (const op of ops) {
     const e = back.maps[op.map].find((x) => x.key.equals(op.key));
     const got = e ? e.value.readUInt16BE(0) : null;
-    if (got !== op.cls) throw new Error(`${op.map}: entry ${hex(op.key).join('')} reads back as ${got}, expected ${op.cls}`);
+    if (got !== op.cls) throw new Error(`${op.map}: entry ${op.key.toString('hex')} reads back as ${got}, expected ${op.cls}`);
   }
   return ops.length;
 }
