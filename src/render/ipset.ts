@@ -14,13 +14,8 @@ import { AddrSet, type Family } from '../core/index.js';
 import { DYNAMIC_SET, type Plan, type PlanSet } from '../compile/plan.js';
 import { commentLine } from './quote.js';
 
-/** the CIDRs a hash:net set holds for these addresses (minimal cover, /0 split) */
-export function ipsetCidrs(addrs: AddrSet, f: Family): string[] {
-  return ipsetForm(addrs, f).toCidrs(f);
-}
-
 const M64 = 0xffffffffffffffffn;
-/** the whole family as two adjacent halves: their cover is the two /1 that hash:net can hold */
+/** hash:net cannot hold a /0: the whole family as two adjacent halves, whose cover is the two /1 */
 const HALVES = {
   4: new AddrSet(Uint32Array.of(0, 0x7fffffff, 0x80000000, 0xffffffff), new BigUint64Array(0)),
   6: new AddrSet(new Uint32Array(0), BigUint64Array.of(0n, 0n, M64 >> 1n, M64, 1n << 63n, 0n, M64, M64)),
