@@ -311,8 +311,11 @@ class FamilyCompiler {
 
   // ---- chains ----
 
+  /** chain names by rule list: the shared A chain is named once */
+  private readonly chainNames = new Map<PlanRule[], string>();
   private addChain(tag: string, role: PlanChain['role'], phase: Phase | undefined, rules: PlanRule[]): string {
-    const name = chainName(tag, rules, this.ctx.policy.file);
+    let name = this.chainNames.get(rules);
+    if (!name) this.chainNames.set(rules, (name = chainName(tag, rules, this.ctx.policy.file)));
     const same = this.chains.get(name);
     if (same) {
       // identical content (e.g. both phases): one chain serves both
@@ -355,7 +358,7 @@ class FamilyCompiler {
     for (const g of ctx.dynamics) for (const ph of PHASES) appMembers.push(this.dynSet(g, ph));
     const appDst = this.listOrSingle(appMembers, `app-to-app destinations (${segment.name})`);
     if (appDst) {
-      const a2a = this.addChain('A', 'a2a', phase, this.a2aRules(phase));
+      const a2a = this.addChain('A', 'a2a', phase, this.a2aRules());
       out.push(rule({ dst: { set: appDst } }, { kind: 'goto', chain: a2a }, 2, 'app-to-app', [segment.loc]));
     }
     // step 3
@@ -384,10 +387,16 @@ class FamilyCompiler {
   }
 
   /**
-   * App-to-app rules of one phase: one rule per class (see appClasses), the
-   * destination a dynamic group's list of both phase sets or a static group's set.
+   * App-to-app rules: one rule per class (see appClasses), source and
+   * destination a dynamic group's list of both phase sets or a static group's
+   * set. Step 2 asks for "the source's group" whatever its phase (SPEC §2), so
+   * the rules are the same for both phase chains: built once per family, and
+   * the two phase chains share one A chain. (A source reaching the running
+   * chain is in no staging set, so there the list means its running set.)
    */
-  private a2aRules(phase: Phase): PlanRule[] {
+  private a2aCache?: PlanRule[];
+  private a2aRules(): PlanRule[] {
+    if (this.a2aCache) return this.a2aCache;
     const { policy, segment } = this.ctx;
     const out: PlanRule[] = [];
     const srcCache = new Map<string, string | null>();
@@ -395,7 +404,7 @@ class FamilyCompiler {
       const r = c.rule;
       if (!protoInFamily(r.protocol, this.f)) continue;
       let src = srcCache.get(r.from);
-      if (src === undefined) srcCache.set(r.from, (src = this.groupSet(r.from, phase, r.loc)));
+      if (src === undefined) srcCache.set(r.from, (src = this.listOrSingle(this.groupDstSets(r.from, r.loc), `members of ${r.from}`)));
       if (!src) continue;
       let dst = this.classDst.get(c);
       if (dst === undefined) {
@@ -409,15 +418,7 @@ class FamilyCompiler {
     }
     if (policy.policies.default === 'allow') out.push(this.allow({}, 2, 'policies.default allow', [segment.loc]));
     else out.push(rule({}, { kind: 'goto', chain: this.denyChain }, 2, 'policies.default deny', [segment.loc]));
-    return out;
-  }
-
-  /** the set of a group's sources in a phase, or null when it has none in this family */
-  private groupSet(name: string, phase: Phase, loc: SourceLoc): string | null {
-    const g = this.ctx.policy.groups.get(name);
-    if (!g) return null;
-    if (g.kind === 'dynamic') return this.dynSet(name, phase);
-    return this.netSet(g.set!.family(this.f), `group ${name}`, [g.loc ?? loc]);
+    return (this.a2aCache = out);
   }
 
   private readonly dstSetsCache = new Map<string, string[]>();

@@ -22,11 +22,12 @@
  *          staging sources  -> goto phase chain S
  *          running sources  -> goto phase chain R      (else: untouched)
  *   R / S: 1 ESTABLISHED,RELATED              -> allow
- *          2 destination is app-to-app space  -> goto A2A chain of the phase
+ *          2 destination is app-to-app space  -> goto A2A chain (one for both phases)
  *          3 (running) restricted/closed      -> goto deny
  *          4 bound ASG rules (log rules first)-> [log] allow
  *          5                                  -> goto deny
- *   A2A:   policies rules -> allow; then policies.default
+ *   A2A:   policies rules (source: the group's members in either phase) -> allow;
+ *          then policies.default
  *   deny:  [rate-limited LOG] REJECT (tcp-reset for tcp) | DROP
  */
 import type { AddrSet, Family } from '../core/index.js';
