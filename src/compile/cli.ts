@@ -2,14 +2,19 @@
  * `cellwall compile` and `cellwall explain`: loaded lazily by src/cli/compile.ts
  * and src/cli/explain.ts.
  */
+import { createHash } from 'node:crypto';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import type { CliContext } from '../cli/main.js';
 import { CellwallError, formatDiagnostic, type Diagnostic } from '../errors.js';
 import type { Phase, Policy } from '../policy/model.js';
-import { renderIpset } from '../render/ipset.js';
+import { ipsetInput, renderIpset, renderIpsetBytes } from '../render/ipset.js';
+import type { IpsetWorkerJob, IpsetWorkerResult } from './ipset-worker.js';
 import { renderIptables, ruleText } from '../render/iptables.js';
-import { familyCounts, renderManifest, type Payloads } from '../render/manifest.js';
+import { familyCounts, manifestFamilies, renderManifest, type FileSum, type Payloads } from '../render/manifest.js';
 import { evaluatePlan, type Evaluation, type Packet, type PacketProto } from './evaluate.js';
 import { compileSegment, type CompileResult } from './index.js';
 import type { Plan } from './plan.js';
@@ -21,10 +26,97 @@ export function renderPayloads(plan: Plan): Payloads {
   return { 'ipset.restore': renderIpset(plan), 'iptables.v4': renderIptables(plan, 4), 'iptables.v6': renderIptables(plan, 6) };
 }
 
+/**
+ * The payloads as bytes, for writing, and the manifest. A plan with many set
+ * entries has its ipset payload rendered, hashed and (given `writeDir`)
+ * written to `.ipset.restore.tmp` there by a worker thread, while this thread
+ * renders the iptables payloads, the backend's own files and the bulk of the
+ * manifest (CELLWALL_IPSET_WORKER=1 always, =0 never). A file the worker
+ * wrote is null in the result.
+ */
+async function renderFiles(plan: Plan, backend: string | undefined, inWorker: boolean, writeDir?: string): Promise<Record<string, string | Buffer | null>> {
+  const worker = inWorker ? startIpsetWorker(plan, writeDir ? join(writeDir, tmpName('ipset.restore')) : undefined) : undefined;
+  const v4 = Buffer.from(renderIptables(plan, 4));
+  const v6 = Buffer.from(renderIptables(plan, 6));
+  const known: Record<string, FileSum> = { 'iptables.v4': fileSum(v4), 'iptables.v6': fileSum(v6) };
+  const extra: Record<string, string | Buffer> = {};
+  // the nft backend adds its one-transaction script to the same files (SPEC §3),
+  // the eBPF backend its object and map contents
+  if (backend === 'nft') extra['ruleset.nft'] = (await import('../render/nft.js')).renderNft(plan);
+  else if (backend === 'ebpf') Object.assign(extra, (await import('../render/ebpf.js')).renderEbpf(plan));
+  const parts = manifestFamilies(plan);
+  let ipset: Buffer | null;
+  if (worker) {
+    const r = await worker;
+    ipset = r.bytes ? Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength) : null;
+    known['ipset.restore'] = { sha256: r.sha256, bytes: r.length };
+  } else {
+    ipset = renderIpsetBytes(plan);
+    known['ipset.restore'] = fileSum(ipset);
+  }
+  const files: Record<string, string | Buffer | null> = { 'ipset.restore': ipset, 'iptables.v4': v4, 'iptables.v6': v6, ...extra };
+  // the manifest hashes every file written
+  files['manifest.json'] = renderManifest(plan, files, known, parts);
+  return files;
+}
+
+/** the temporary name a file is written under before it is renamed into place */
+function tmpName(name: string): string {
+  return `.${name}.tmp`;
+}
+
+/** set entries from which the worker pays off (its start and the copy of the sets cost ~50 ms) */
+const IPSET_WORKER_ENTRIES = 200_000;
+
+function useIpsetWorker(plan: Plan): boolean {
+  const env = process.env.CELLWALL_IPSET_WORKER;
+  if (env === '0' || env === '1') return env === '1';
+  // the worker runs the built module (dist/); running from the TypeScript sources (tests), render here
+  if (!existsSync(fileURLToPath(IPSET_WORKER))) return false;
+  let n = 0;
+  for (const f of [4, 6] as const) for (const s of plan.families[f].sets) n += s.entries;
+  return n >= IPSET_WORKER_ENTRIES;
+}
+
+const IPSET_WORKER = new URL('./ipset-worker.js', import.meta.url);
+
+function startIpsetWorker(plan: Plan, writeTo: string | undefined): Promise<IpsetWorkerResult> {
+  const w = new Worker(IPSET_WORKER);
+  return new Promise<IpsetWorkerResult>((resolve, reject) => {
+    w.once('message', (r: IpsetWorkerResult) => { resolve(r); void w.terminate(); });
+    w.once('error', reject);
+    w.once('exit', (code) => reject(new Error(`ipset worker exited with code ${code} before answering`)));
+    const job: IpsetWorkerJob = { input: ipsetInput(plan), ...(writeTo ? { writeTo } : {}) };
+    w.postMessage(job);
+  });
+}
+
+function fileSum(b: Buffer): FileSum {
+  return { sha256: createHash('sha256').update(b).digest('hex'), bytes: b.length };
+}
+
+
 /** Payloads plus manifest, keyed by the file names `compile --out` writes. */
 export function renderAll(plan: Plan): Payloads & { 'manifest.json': string } {
   const p = renderPayloads(plan);
   return { ...p, 'manifest.json': renderManifest(plan, p) };
+}
+
+/**
+ * CELLWALL_TIMINGS=1: wall and CPU milliseconds of each stage on stderr
+ * (CPU counts every thread of the process, the ipset worker included).
+ */
+function stageTimer(ctx: CliContext): (stage: string) => void {
+  if (process.env.CELLWALL_TIMINGS !== '1') return () => {};
+  let wall = performance.now();
+  let cpu = process.cpuUsage();
+  ctx.stderr.write(`timing: start-up ${Math.round(performance.now())} ms wall\n`);
+  return (stage) => {
+    const c = process.cpuUsage(cpu);
+    ctx.stderr.write(`timing: ${stage} ${Math.round(performance.now() - wall)} ms wall, ${Math.round((c.user + c.system) / 1000)} ms cpu\n`);
+    wall = performance.now();
+    cpu = process.cpuUsage();
+  };
 }
 
 async function load(file: string): Promise<Policy> {
@@ -61,25 +153,24 @@ export interface CompileCliOptions {
 
 export async function runCompile(file: string, o: CompileCliOptions, ctx: CliContext): Promise<number> {
   checkBackend(o.backend);
+  const t = stageTimer(ctx);
   const policy = await load(file);
+  t('load');
   const segment = requireSegment(policy, o.segment);
   const result: CompileResult = compileSegment(policy, segment);
+  t('compile');
   // payloads as bytes once: hashed for the manifest and written from the same buffers
-  const files: Record<string, string | Buffer> = {};
-  for (const [name, text] of Object.entries(renderPayloads(result.plan))) files[name] = Buffer.from(text);
-  // the nft backend adds its one-transaction script to the same files (SPEC §3),
-  // the eBPF backend its object and map contents
-  if (o.backend === 'nft') files['ruleset.nft'] = (await import('../render/nft.js')).renderNft(result.plan);
-  else if (o.backend === 'ebpf') Object.assign(files, (await import('../render/ebpf.js')).renderEbpf(result.plan));
-  // the manifest hashes every file written
-  files['manifest.json'] = renderManifest(result.plan, files);
+  if (o.out) await mkdir(o.out, { recursive: true });
+  const inWorker = useIpsetWorker(result.plan);
+  const files = await renderFiles(result.plan, o.backend, inWorker, o.out && !o.print ? o.out : undefined);
+  t(inWorker ? 'render (the ipset payload in a worker thread)' : 'render');
   if (o.out) {
-    await mkdir(o.out, { recursive: true });
     for (const [name, text] of Object.entries(files)) {
-      const tmp = join(o.out, `.${name}.tmp`);
-      await writeFile(tmp, text);
+      const tmp = join(o.out, tmpName(name));
+      if (text !== null) await writeFile(tmp, text);
       await rename(tmp, join(o.out, name));
     }
+    t('write');
   }
   const plan = result.plan;
   const counts = { v4: familyCounts(plan, 4), v6: familyCounts(plan, 6) };
@@ -111,9 +202,10 @@ export async function runCompile(file: string, o: CompileCliOptions, ctx: CliCon
 }
 
 /** files for --json --print: text as strings, binary objects (the eBPF .o) as base64 */
-function printable(files: Record<string, string | Buffer>): Record<string, string | { base64: string }> {
+function printable(files: Record<string, string | Buffer | null>): Record<string, string | { base64: string }> {
+  // --print renders every file in memory (nothing is null)
   return Object.fromEntries(Object.entries(files).map(([n, t]) => [n,
-    typeof t === 'string' ? t : n.endsWith('.o') ? { base64: t.toString('base64') } : t.toString('utf8')]));
+    t === null ? '' : typeof t === 'string' ? t : n.endsWith('.o') ? { base64: t.toString('base64') } : t.toString('utf8')]));
 }
 
 export interface ExplainCliOptions {

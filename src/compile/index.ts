@@ -609,7 +609,7 @@ class FamilyCompiler {
     const a = addrs.family(this.f);
     if (a.isEmpty()) return null;
     const n = ipsetEntryCount(a, this.f);
-    const name = `cw${this.f}n-${sha256(`net|${this.f}|${a.hash()}|${sizingKey('net', n)}`).slice(0, 20)}`;
+    const name = `cw${this.f}n-${a.hashWith(`net|${this.f}|${sizingKey('net', n)}|`).slice(0, 20)}`;
     if (isDest) {
       if (this.sets.has(name)) this.ctx.stats.setsShared++;
       else this.ctx.stats.cidrsOut += n;
@@ -638,10 +638,16 @@ class FamilyCompiler {
     return this.register(name, { type: 'net,port', byPort: parts }, n, what, locs);
   }
 
+  /** list names by member list (app-to-app lists recur for every rule to the same groups) */
+  private readonly listNames = new Map<string, string>();
   private listOrSingle(members: string[], what: string): string | null {
     if (members.length === 0) return null;
     if (members.length === 1) return members[0];
-    const name = `cw${this.f}l-${sha256(`list|${this.f}|${members.join(',')}`).slice(0, 20)}`;
+    const key = members.join(',');
+    let name = this.listNames.get(key);
+    if (name) return name;
+    name = `cw${this.f}l-${sha256(`list|${this.f}|${key}`).slice(0, 20)}`;
+    this.listNames.set(key, name);
     return this.register(name, { type: 'list', members }, members.length, what, [this.ctx.segment.loc]);
   }
 

@@ -84,14 +84,25 @@ export class AddrSet {
    * suffix must be ASCII.
    */
   cidrLines(family: Family, prefix: string, suffix: string): string {
+    return this.cidrLinesBytes(family, prefix, suffix).toString('latin1');
+  }
+  /** cidrLines() as bytes (a copy out of WASM memory) */
+  cidrLinesBytes(family: Family, prefix: string, suffix: string): Buffer {
+    return Buffer.from(this.cidrLinesView(family, prefix, suffix));
+  }
+  /**
+   * cidrLines() as a view of WASM memory, valid only until the next call into
+   * the core: payloads copy it straight into their own buffer.
+   */
+  cidrLinesView(family: Family, prefix: string, suffix: string): Uint8Array {
     const w = wasm();
     w.reset();
     w.accBegin();
     const pre = put(w, latin1(prefix)), suf = put(w, latin1(suffix));
     const [p, n] = putRanges(w, this, family);
-    if (n === 0) return '';
+    if (n === 0) return EMPTY_BYTES;
     w.renderLines(family, p, n, 0, pre, prefix.length, suf, suffix.length);
-    return Buffer.from(w.memory.buffer, w.outPtr(), w.outLen()).toString('latin1');
+    return new Uint8Array(w.memory.buffer, w.outPtr(), w.outLen());
   }
   /** number of CIDRs toCidrs() would return, per family */
   cidrCount(family: Family): number {
@@ -111,7 +122,12 @@ export class AddrSet {
   }
   /** Stable content hash (hex) of the set; equal sets give equal hashes. */
   hash(): string {
+    return this.hashWith('');
+  }
+  /** hash() of the set with a text before it, in one digest (content-addressed names) */
+  hashWith(prefix: string): string {
     const h = createHash('sha256');
+    if (prefix) h.update(prefix);
     const n4 = new Uint32Array([this.v4.length, this.v6.length]);
     h.update(new Uint8Array(n4.buffer));
     h.update(new Uint8Array(this.v4.buffer, this.v4.byteOffset, this.v4.byteLength));
@@ -130,6 +146,8 @@ export class AddrSet {
     return t;
   }
 }
+
+const EMPTY_BYTES = Buffer.alloc(0);
 
 function latin1(s: string): Buffer {
   if (!/^[\x20-\x7e]*$/.test(s)) throw new Error(`core: line text must be printable ASCII: ${JSON.stringify(s)}`);

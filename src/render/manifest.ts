@@ -35,13 +35,47 @@ export function familyCounts(plan: Plan, f: Family): FamilyCounts {
   };
 }
 
-export function renderManifest(plan: Plan, payloads: Payloads | Record<string, string | Buffer>): string {
-  const files: Record<string, { sha256: string; bytes: number }> = {};
+/** a file's sha256 and length, as the manifest lists it */
+export interface FileSum { sha256: string; bytes: number }
+
+/**
+ * `known`: sums of files already hashed (by name); `parts`: manifestFamilies(plan),
+ * when already computed (compile builds them while a worker renders the ipset payload).
+ */
+export function renderManifest(plan: Plan, payloads: Payloads | Record<string, string | Buffer | null>, known: Record<string, FileSum> = {}, parts?: ManifestFamilies): string {
+  const files: Record<string, FileSum> = {};
   for (const [name, text] of Object.entries(payloads)) {
-    files[name] = typeof text === 'string'
+    if (name === 'manifest.json') continue;
+    const k = known[name];
+    if (k) files[name] = k;
+    else if (text === null) throw new Error(`manifest: no sum for ${name}`);
+    else files[name] = typeof text === 'string'
       ? { sha256: sha256(text), bytes: Buffer.byteLength(text) }
       : { sha256: createHash('sha256').update(text).digest('hex'), bytes: text.length };
   }
+  const fams = parts ?? manifestFamilies(plan);
+  const manifest = {
+    cellwall: plan.cellwallVersion,
+    backend: 'iptables',
+    segment: plan.segment,
+    mode: plan.mode,
+    policy: { file: basename(plan.policyFile), hash: plan.policyHash },
+    files,
+    apply: {
+      order: ['ipset restore < ipset.restore', 'iptables-restore --noflush < iptables.v4', 'ip6tables-restore --noflush < iptables.v6'],
+      note: 'each iptables payload inserts its FORWARD jump with -I FORWARD 1 on every load; remove an existing jump to the same chain first so the jump stays unique',
+    },
+    stats: plan.stats,
+    v4: fams.v4,
+    v6: fams.v6,
+  };
+  return prettyJson(manifest) + '\n';
+}
+
+/** The per-family part of the manifest (chains, sets, source map): most of its bytes, independent of the payloads. */
+export interface ManifestFamilies { v4: unknown; v6: unknown }
+
+export function manifestFamilies(plan: Plan): ManifestFamilies {
   const fam = (f: Family) => {
     const fp = plan.families[f];
     return {
@@ -60,22 +94,7 @@ export function renderManifest(plan: Plan, payloads: Payloads | Record<string, s
       })),
     };
   };
-  const manifest = {
-    cellwall: plan.cellwallVersion,
-    backend: 'iptables',
-    segment: plan.segment,
-    mode: plan.mode,
-    policy: { file: basename(plan.policyFile), hash: plan.policyHash },
-    files,
-    apply: {
-      order: ['ipset restore < ipset.restore', 'iptables-restore --noflush < iptables.v4', 'ip6tables-restore --noflush < iptables.v6'],
-      note: 'each iptables payload inserts its FORWARD jump with -I FORWARD 1 on every load; remove an existing jump to the same chain first so the jump stays unique',
-    },
-    stats: plan.stats,
-    v4: fam(4),
-    v6: fam(6),
-  };
-  return prettyJson(manifest) + '\n';
+  return { v4: fam(4), v6: fam(6) };
 }
 
 const q = (s: string) => JSON.stringify(s);

@@ -1,0 +1,36 @@
+/**
+ * Worker thread of `cellwall compile`: renders the ipset payload (the biggest,
+ * 115 MB at CF scale), hashes it and, given a path, writes it there, while
+ * the main thread renders the iptables payloads and the manifest. Answers
+ * with the sha256 and the bytes (transferred, not copied) or, when it wrote
+ * them, their length.
+ */
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+import { renderIpsetInput, type IpsetInput } from '../render/ipset.js';
+
+export interface IpsetWorkerJob {
+  input: IpsetInput;
+  /** write the payload to this file instead of answering with it */
+  writeTo?: string;
+}
+
+export interface IpsetWorkerResult {
+  sha256: string;
+  length: number;
+  bytes?: Uint8Array;
+}
+
+parentPort!.once('message', (job: IpsetWorkerJob) => {
+  const bytes = renderIpsetInput(job.input);
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  if (job.writeTo) {
+    writeFileSync(job.writeTo, bytes);
+    parentPort!.postMessage({ sha256, length: bytes.length } satisfies IpsetWorkerResult);
+    return;
+  }
+  // a Buffer may be a view of a larger pooled ArrayBuffer: transfer a buffer of its own
+  const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : Uint8Array.prototype.slice.call(bytes);
+  parentPort!.postMessage({ sha256, length: own.length, bytes: own } satisfies IpsetWorkerResult, [own.buffer as ArrayBuffer]);
+});

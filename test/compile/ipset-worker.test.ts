@@ -1,0 +1,67 @@
+/**
+ * `cellwall compile` renders, hashes and writes a large ipset payload in a
+ * worker thread (src/compile/ipset-worker.ts, built into dist/). Run as a
+ * real process: with the worker forced on and off the output directories
+ * must be byte-identical, equal to what the in-process renderer gives, and
+ * the manifest must list each file's real sha256 and length.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { generateCfScale } from '../../bench/cfscale.js';
+import { renderAll } from '../../src/compile/cli.js';
+import { compileSegment } from '../../src/compile/index.js';
+import { loadPolicy } from '../../src/policy/index.js';
+
+const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cellwall.js');
+const dir = mkdtempSync(join(tmpdir(), 'cw-worker-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const FILES = ['ipset.restore', 'iptables.v4', 'iptables.v6', 'manifest.json'];
+
+function compile(policy: string, out: string, worker: '0' | '1'): void {
+  const r = spawnSync(process.execPath, [BIN, 'compile', policy, '--segment', 'shared', '--out', out], {
+    encoding: 'utf8', env: { ...process.env, CELLWALL_IPSET_WORKER: worker, CELLWALL_TIMINGS: '1' },
+  });
+  expect(r.stderr).not.toMatch(/Error|at .*\.js:\d+/);
+  expect(r.status).toBe(0);
+  // the stage timings say which way the payload was rendered
+  expect(r.stderr.includes('render (the ipset payload in a worker thread)')).toBe(worker === '1');
+}
+
+describe('compile with the ipset worker thread', () => {
+  // a policy with a few thousand set entries: IPv4 and IPv6 sets, hash:net,port sets, lists
+  const policy = join(dir, 'p.json');
+  writeFileSync(policy, JSON.stringify(generateCfScale(11, { asgs: 60, rulesPerAsg: 10, maxDestinations: 300, spaces: 20, apps: 40, appRules: 120, globalAsgs: 3 })));
+
+  it('writes the same files as the in-thread renderer, and the manifest sums them', async () => {
+    const a = join(dir, 'worker'), b = join(dir, 'inline');
+    compile(policy, a, '1');
+    compile(policy, b, '0');
+    for (const d of [a, b]) expect(readdirSync(d).sort()).toEqual([...FILES].sort());
+    const inProcess = renderAll(compileSegment(await loadPolicy(policy), 'shared').plan);
+    expect(inProcess['ipset.restore'].split('\n').filter((l) => l.startsWith('add ')).length).toBeGreaterThan(2000);
+    for (const f of FILES) {
+      const bytes = readFileSync(join(a, f));
+      expect(bytes.equals(readFileSync(join(b, f))), `${f}: worker and inline differ`).toBe(true);
+      if (f !== 'manifest.json') expect(bytes.toString('utf8'), `${f}: differs from the in-process render`).toBe(inProcess[f as 'ipset.restore']);
+    }
+    const manifest = JSON.parse(readFileSync(join(a, 'manifest.json'), 'utf8')) as { files: Record<string, { sha256: string; bytes: number }> };
+    for (const f of FILES.filter((x) => x !== 'manifest.json')) {
+      const bytes = readFileSync(join(a, f));
+      expect(manifest.files[f]).toEqual({ sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length });
+    }
+  });
+
+  it('--print renders in memory, worker or not', () => {
+    const r = spawnSync(process.execPath, [BIN, 'compile', policy, '--segment', 'shared', '--print'], {
+      encoding: 'utf8', env: { ...process.env, CELLWALL_IPSET_WORKER: '1' }, maxBuffer: 1 << 28,
+    });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('==> ipset.restore <==\n# cellwall');
+    expect(r.stdout).toMatch(/^add cw4n-\S+ \d+\.\d+\.\d+\.\d+\/\d+ -exist$/m);
+  });
+});
