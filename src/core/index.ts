@@ -106,6 +106,8 @@ export class AddrSet {
   }
   /** number of CIDRs toCidrs() would return, per family */
   cidrCount(family: Family): number {
+    // small v4 sets (most policy destinations): counted here, without a copy into WASM
+    if (family === 4 && this.v4.length <= JS_COUNT_RANGES) return jsCidrCount4(this.v4);
     const w = wasm();
     w.reset();
     const [p, n] = putRanges(w, this, family);
@@ -209,6 +211,33 @@ function op6(kind: number, a: BigUint64Array, b: BigUint64Array): BigUint64Array
  * disjoint, non-adjacent, inclusive) in one sweep over both; same result as
  * the core's op4 (tested against it).
  */
+/** v4 sets up to this many range bounds have their CIDRs counted in JS */
+const JS_COUNT_RANGES = 512;
+
+/**
+ * Number of CIDRs in the minimal cover of normalized v4 ranges (inclusive
+ * start/end pairs): from each start, the largest block aligned there that
+ * fits in the rest of the range.
+ */
+export function jsCidrCount4(a: Uint32Array): number {
+  let n = 0;
+  for (let i = 0; i < a.length; i += 2) {
+    let s = a[i];
+    const e = a[i + 1];
+    for (;;) {
+      n++;
+      const span = e - s + 1;
+      // alignment of s (2^32 for 0) and the largest power of two within the span
+      const align = s === 0 ? 4294967296 : (s & -s) >>> 0;
+      const fit = span >= 4294967296 ? 4294967296 : 2 ** (31 - Math.clz32(span));
+      const size = align < fit ? align : fit;
+      if (size >= span) break;
+      s += size;
+    }
+  }
+  return n;
+}
+
 export function jsOp4(kind: number, a: Uint32Array, b: Uint32Array): Uint32Array {
   // at most one output range per input range
   const out = new Uint32Array(a.length + b.length);

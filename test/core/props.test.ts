@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { AddrSet, Lookup, parseEntries, jsOp4 } from '../../src/core/index.js';
+import { AddrSet, Lookup, parseEntries, jsCidrCount4, jsOp4 } from '../../src/core/index.js';
 import * as R from './ref.js';
 
 type Ent = { f: R.Fam; text: string; iv: R.Iv };
@@ -85,10 +85,24 @@ describe('core vs reference (fast-check)', () => {
       expect(s.toCidrs(4)).toEqual(c4);
       expect(s.toCidrs(6)).toEqual(c6);
       expect(s.cidrCount(4)).toBe(c4.length);
+      expect(jsCidrCount4(s.v4)).toBe(c4.length);
       expect(s.cidrCount(6)).toBe(c6.length);
       // the cover parses back to the same set
       expect(AddrSet.of(s.toCidrs()).equals(s)).toBe(true);
     }), RUNS);
+  });
+
+  it('v4 CIDR counts: the JS count (small sets) and the core (large sets) agree', () => {
+    // several hundred random ranges, so cidrCount() takes the core's path
+    // range i starts in its own 4M slot: disjoint, not adjacent
+    fc.assert(fc.property(fc.array(fc.tuple(fc.nat({ max: (1 << 21) - 1 }), fc.nat({ max: 1 << 20 })), { minLength: 300, maxLength: 600 }), (rs) => {
+      const entries = rs.map(([off, len], i) => { const s = i * 2 ** 22 + 1 + off; return `${ip4(s)}-${ip4(s + len)}`; });
+      const set = AddrSet.of([...entries, '0.0.0.0', '255.255.255.255']);
+      expect(set.v4.length).toBeGreaterThan(512);
+      expect(set.cidrCount(4)).toBe(jsCidrCount4(set.v4));
+    }), { numRuns: 30 });
+    expect(jsCidrCount4(AddrSet.all().v4)).toBe(1);
+    expect(jsCidrCount4(Uint32Array.of(1, 0xfffffffe))).toBe(62);
   });
 
   it('prefix-length reduction keeps the addresses, bounds growth, never adds prefix lengths', () => {
@@ -248,3 +262,7 @@ describe('v4 set operations: the JS sweep (small sets) and the WASM core (large 
     }), { numRuns: 60 });
   });
 });
+
+function ip4(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
