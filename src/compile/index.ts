@@ -746,6 +746,12 @@ function rule(match: PlanMatch, target: PlanTarget, step: PlanRule['step'], what
 
 function dedupeLocs(locs: SourceLoc[]): SourceLoc[] {
   if (locs.length < 2) return locs;
+  // a few locations (most rules): compare pairwise, allocating nothing when they are distinct
+  if (locs.length <= 8) {
+    let dup = false;
+    for (let i = 1; i < locs.length && !dup; i++) for (let j = 0; j < i; j++) if (sameLoc(locs[i], locs[j])) { dup = true; break; }
+    if (!dup) return locs;
+  }
   // numeric keys per file (line and column of one-line JSON policies both fit: line < 2^21, col < 2^32)
   const seen = new Map<string, Set<number>>();
   const out: SourceLoc[] = [];
@@ -759,6 +765,10 @@ function dedupeLocs(locs: SourceLoc[]): SourceLoc[] {
     }
   }
   return out.length === locs.length ? locs : out;
+}
+
+function sameLoc(a: SourceLoc, b: SourceLoc): boolean {
+  return a === b || (a.line === b.line && a.col === b.col && a.file === b.file);
 }
 
 /** `<tag> <segment> `, at most 29 characters (the kernel's LOG prefix limit), only safe characters */
