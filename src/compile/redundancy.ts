@@ -53,23 +53,25 @@ function computeRedundant(policy: Policy): Diagnostic[] {
   for (const sg of policy.securityGroups.values()) {
     const rules = sg.rules;
     if (rules.length < 2) continue;
-    const bySig = new Map<string, AsgRule[]>();
-    for (const r of rules) {
-      const k = signature(r);
-      const g = bySig.get(k);
-      if (g) g.push(r);
-      else bySig.set(k, [r]);
-    }
     const over = overlapping(rules);
-    const pos = new Map(rules.map((r, i) => [r, i]));
+    // only a rule that meets another one can be redundant
+    const bySig = new Map<string, number[]>();
+    for (let i = 0; i < rules.length; i++) {
+      if (over[i]!.length === 0) continue;
+      const k = signature(rules[i]!);
+      const g = bySig.get(k);
+      if (g) g.push(i);
+      else bySig.set(k, [i]);
+    }
     for (const group of bySig.values()) {
       let cands: AsgRule[] | undefined;
-      for (const r of group) {
+      for (const ri of group) {
+        const r = rules[ri]!;
         if (r.destination.isEmpty()) continue;
         // redundant iff the other rules covering its class, where they meet it, hold all of its destination
-        const others = over[pos.get(r)!]!.filter((i) => classCovers(rules[i]!, r)).map((i) => rules[i]!.destination);
+        const others = over[ri]!.filter((i) => classCovers(rules[i]!, r)).map((i) => rules[i]!.destination);
         if (!others.length || !unionAll(others).contains(r.destination)) continue;
-        cands ??= rules.filter((s) => classCovers(s, group[0]!));
+        cands ??= rules.filter((s) => classCovers(s, rules[group[0]!]!));
         // of two identical rules, report only the later one
         const i = cands.indexOf(r);
         const later = cands.slice(i + 1).some((c) => signature(c) === signature(r) && c.destination.equals(r.destination));
@@ -93,7 +95,12 @@ function computeRedundant(policy: Policy): Diagnostic[] {
  * checked with the core.
  */
 export function overlapping(rules: AsgRule[]): number[][] {
-  const sets = rules.map(() => new Set<number>());
+  // most rules meet no other: a set only for those that do
+  const sets: Array<Set<number> | undefined> = new Array(rules.length);
+  const meet = (a: number, b: number) => {
+    (sets[a] ??= new Set()).add(b);
+    (sets[b] ??= new Set()).add(a);
+  };
   let n = 0;
   for (const r of rules) n += r.destination.v4.length >> 1;
   if (n >= MAX_RANGES) throw new Error('redundancy: too many ranges in one security group');
@@ -118,7 +125,7 @@ export function overlapping(rules: AsgRule[]): number[][] {
       for (const o of open) if (ends[o]! >= start) open[m++] = o;
       open.length = m;
       for (const o of open) {
-        if (owner[o] !== owner[j]) { sets[owner[o]!]!.add(owner[j]!); sets[owner[j]!]!.add(owner[o]!); }
+        if (owner[o] !== owner[j]) meet(owner[o]!, owner[j]!);
       }
     }
     open.push(j);
@@ -127,11 +134,16 @@ export function overlapping(rules: AsgRule[]): number[][] {
   for (let x = 0; x < with6.length; x++) {
     for (let y = x + 1; y < with6.length; y++) {
       const a = with6[x]!, b = with6[y]!;
-      if (sets[a]!.has(b)) continue;
-      if (!rules[a]!.destination.family(6).intersect(rules[b]!.destination.family(6)).isEmpty()) { sets[a]!.add(b); sets[b]!.add(a); }
+      if (sets[a]?.has(b)) continue;
+      if (!rules[a]!.destination.family(6).intersect(rules[b]!.destination.family(6)).isEmpty()) meet(a, b);
     }
   }
-  return sets.map((s) => [...s].sort((x, y) => x - y));
+  const out: number[][] = new Array(rules.length);
+  for (let i = 0; i < rules.length; i++) {
+    const s = sets[i];
+    out[i] = s ? [...s].sort((x, y) => x - y) : [];
+  }
+  return out;
 }
 
 /** ranges per sort: a key is start * 2^21 + index, exact in a double (2^32 * 2^21 = 2^53) */
