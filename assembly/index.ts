@@ -7,7 +7,7 @@ import * as render from './render';
 import * as lookup from './lookup';
 
 export { reset, alloc, accBegin } from './mem';
-export { parseLines, parseEntries } from './parse';
+export { parseLines, parseEntries, parseLists } from './parse';
 export { normalize4, normalize6, op4, op6 } from './sets';
 export { renderSet, renderLines, reduceSet, coverSet } from './render';
 export { lookupFromRanges, lookupFromSet, lookupText, lookupU32 } from './lookup';

@@ -57,6 +57,11 @@ export function accBegin(): void {
   op = 0; on = 0; ocap = 0;
 }
 
+/** empty the address accumulators, keeping their room (one list after another in parseLists) */
+export function accClear(): void {
+  v4n = 0; v6n = 0;
+}
+
 // @ts-ignore: decorator
 @inline export function push4(s: u32, e: u32): void {
   const b = v4n << 3;

@@ -1,7 +1,8 @@
 // Address parsing: IPv4, IPv6 (RFC 4291 text forms incl. embedded IPv4),
 // CIDR, range a-b. Every failure yields a code, an absolute error position
 // and an auxiliary number; the JS facade turns them into human messages.
-import { push4, push6, recReserve, outReserve, outAdvance, outLen } from './mem';
+import { push4, push6, recReserve, outReserve, outAdvance, outLen, accClear } from './mem';
+import { normalize4, normalize6, resPtr } from './sets';
 import { renderAddr4, renderAddr6 } from './render';
 
 // error codes (mirrored in src/core/wasm.ts)
@@ -413,3 +414,61 @@ function renderDec(v: u32): void {
   else { store<u8>(q, <u8>(48 + v)); outAdvance(1); }
 }
 export { renderDec };
+
+/**
+ * Lists mode: one comma list per line ('\n' separated), items taken verbatim
+ * (no trimming, no comments): every ASG destination of a policy in one call.
+ * Each list is normalized on its own and its ranges appended to the output
+ * vector (v4 pairs, then v6 quads; offsets stay multiples of 8). One 24-byte
+ * record per list: good items, bad items, v4 ranges, v6 ranges, output
+ * offset of its v4 ranges, pad. A list with a bad item gets no ranges (the
+ * caller reads it again item by item for the messages). Returns the lists read.
+ */
+export function parseLists(buf: usize, len: usize, flags: u32): u32 {
+  okCount = 0; errCount = 0;
+  const end = buf + len;
+  let ls = buf;
+  let n: u32 = 0;
+  while (true) {
+    let le = ls;
+    while (le < end && load<u8>(le) != 10) le++;
+    accClear();
+    let good: u32 = 0, bad: u32 = 0;
+    let is = ls;
+    while (true) {
+      let ie = is;
+      while (ie < le && load<u8>(ie) != 44) ie++;
+      const code = parseItem(is, ie, flags);
+      if (code == 0) {
+        good++;
+        if (rFam == 4) push4(<u32>rSlo, <u32>rElo);
+        else push6(rShi, rSlo, rEhi, rElo);
+      } else bad++;
+      if (ie >= le) break;
+      is = ie + 1;
+    }
+    let n4: u32 = 0, n6: u32 = 0;
+    const off = <u32>outLen();
+    if (bad == 0) {
+      n4 = normalize4();
+      if (n4) {
+        const q = outReserve(<usize>n4 << 3);
+        memory.copy(q, resPtr, <usize>n4 << 3);
+        outAdvance(<usize>n4 << 3);
+      }
+      n6 = normalize6();
+      if (n6) {
+        const q = outReserve(<usize>n6 << 5);
+        memory.copy(q, resPtr, <usize>n6 << 5);
+        outAdvance(<usize>n6 << 5);
+      }
+    }
+    okCount += good; errCount += bad;
+    const r = recReserve(24);
+    store<u32>(r, good); store<u32>(r, bad, 4); store<u32>(r, n4, 8); store<u32>(r, n6, 12); store<u32>(r, off, 16); store<u32>(r, 0, 20);
+    n++;
+    if (le >= end) break;
+    ls = le + 1;
+  }
+  return n;
+}

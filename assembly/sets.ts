@@ -8,7 +8,9 @@ export let resPtr: usize = 0;
 /** sort + merge the v4 accumulator into u32 pairs at resPtr; returns the pair count */
 export function normalize4(): u32 {
   const n = v4n;
-  const sorted = radixSort(v4p, n, 1, setPasses(0, 0, 4, 8));
+  // few ranges (a policy destination): insertion sort in place; the radix sort's
+  // histograms cost more than the records
+  const sorted = n <= SMALL_SORT ? insertionSort64(v4p, n) : radixSort(v4p, n, 1, setPasses(0, 0, 4, 8));
   const out = alloc(n * 8 + 8);
   resPtr = out;
   if (n == 0) return 0;
@@ -27,6 +29,24 @@ export function normalize4(): u32 {
   }
   store<u32>(out + (k << 3), <u32>cs); store<u32>(out + (k << 3), <u32>ce, 4); k++;
   return <u32>k;
+}
+
+const SMALL_SORT: usize = 48;
+
+/** sort n u64 records at p ascending, in place (start << 32 | end: by start, then end) */
+function insertionSort64(p: usize, n: usize): usize {
+  for (let i: usize = 1; i < n; i++) {
+    const v = load<u64>(p + (i << 3));
+    let j = i;
+    while (j > 0) {
+      const u = load<u64>(p + ((j - 1) << 3));
+      if (u <= v) break;
+      store<u64>(p + (j << 3), u);
+      j--;
+    }
+    store<u64>(p + (j << 3), v);
+  }
+  return p;
 }
 
 // @ts-ignore: decorator

@@ -445,6 +445,35 @@ export function parseLines(buf: Uint8Array, opts?: ParseOptions): { set: AddrSet
   return { set, errors: lineErrors(raw), count };
 }
 
+/**
+ * Many comma lists (a policy's ASG destinations) parsed in one core call,
+ * each into its own union, with the number of good items; undefined for a
+ * list with a bad item (read it again item by item for the message). Items
+ * are taken verbatim; a list must not contain a newline. The sets are views
+ * of one buffer holding every list's ranges.
+ */
+export function parseLists(lists: string[], opts?: ParseOptions): Array<{ set: AddrSet; count: number } | undefined> {
+  if (lists.length === 0) return [];
+  for (const l of lists) if (l.includes('\n')) throw new Error('parseLists: a list contains a newline');
+  const w = wasm();
+  w.reset();
+  w.accBegin();
+  const bytes = Buffer.from(lists.join('\n'), 'utf8');
+  const n = w.parseLists(put(w, bytes), bytes.length, flagsOf(opts));
+  if (n !== lists.length) throw new Error(`parseLists: ${n} lists read, ${lists.length} given`);
+  const recs = new Uint32Array(w.memory.buffer.slice(w.recPtr(), w.recPtr() + n * 24));
+  const out = w.memory.buffer.slice(w.outPtr(), w.outPtr() + w.outLen());
+  const res: Array<{ set: AddrSet; count: number } | undefined> = new Array(n);
+  for (let i = 0, r = 0; i < n; i++, r += 6) {
+    if (recs[r + 1] !== 0) continue;
+    const n4 = recs[r + 2], n6 = recs[r + 3], off = recs[r + 4];
+    const v4 = n4 ? new Uint32Array(out, off, n4 * 2) : EMPTY4;
+    const v6 = n6 ? new BigUint64Array(out, off + n4 * 8, n6 * 4) : EMPTY6;
+    res[i] = { set: new AddrSet(v4, v6), count: recs[r] };
+  }
+  return res;
+}
+
 /** Errors of one input of aggregateText(). */
 export interface InputErrors { input: number; errors: LineError[] }
 

@@ -16,6 +16,7 @@ export interface CoreExports {
   accBegin(): void;
   parseLines(buf: number, len: number, flags: number, line0: number): number;
   parseEntries(buf: number, len: number, flags: number): number;
+  parseLists(buf: number, len: number, flags: number): number;
   normalize4(): number;
   normalize6(): number;
   op4(kind: number, a: number, na: number, b: number, nb: number, out: number): number;

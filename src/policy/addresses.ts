@@ -4,7 +4,7 @@
  * sets (network names followed, `!` exclusions applied after inclusions,
  * cycles reported).
  */
-import { AddrSet, parseEntries, parseLines } from '../core/index.js';
+import { AddrSet, parseEntries, parseLines, parseLists } from '../core/index.js';
 import type { Family, ParsedEntry } from '../core/index.js';
 import type { SourceLoc } from '../errors.js';
 import type { Node } from './nodes.js';
@@ -65,6 +65,8 @@ export class AddressPool {
    * parser).
    */
   literalUnion(text: string, items: number): AddrSet | undefined {
+    const hit = this.prefetched.get(text);
+    if (hit !== undefined) return hit && hit.count === items ? hit.set : undefined;
     if (text.includes('#')) return undefined;
     // UTF-8 takes at most 3 bytes per UTF-16 unit
     if (this.scratch.length < text.length * 3) this.scratch = new Uint8Array(Math.max(text.length * 3, this.scratch.length * 2));
@@ -72,6 +74,20 @@ export class AddressPool {
     const r = parseLines(this.scratch.subarray(0, written), this.parseOpts);
     return r.errors.length === 0 && r.count === items ? r.set : undefined;
   }
+
+  /**
+   * literalUnion() of many destinations at once, before their rules are read
+   * (one core call for a policy's inline ASG rules instead of one per rule).
+   * A text the core cannot take whole (a newline, a bad item, a network name)
+   * is remembered as such and read by the per-entry path as before.
+   */
+  prefetchLiterals(texts: string[]): void {
+    const uniq = [...new Set(texts)].filter((t) => !t.includes('\n') && !t.includes('#'));
+    const res = parseLists(uniq, this.parseOpts);
+    uniq.forEach((t, i) => this.prefetched.set(t, res[i] ?? null));
+  }
+
+  private readonly prefetched = new Map<string, { set: AddrSet; count: number } | null>();
 
   /** encoding buffer of literalUnion() */
   private scratch = new Uint8Array(4096);

@@ -30,7 +30,7 @@ import { AddressPool, ENTRY_FORM, NAME_FORM, NAME_RE, Resolver, readEntryList, u
 import { PROTOCOLS, PORTS_FORM, readCfAsgFile, readCfPolicies, readCfRule, readPorts, type RawAppRule, type RawRule } from './cf.js';
 import type { AppRule, AsgRule, Binding, Egress, Group, Mode, Network, Phase, Policy, PortRange, Protocol, SecurityGroup, Segment } from './model.js';
 import { groupStem } from './names.js';
-import type { Node } from './nodes.js';
+import type { MapNode, Node } from './nodes.js';
 import { child, Diags, Reader, SourceFile, suggest, type Field } from './source.js';
 
 export { dynamicSetName, groupStem } from './names.js';
@@ -155,6 +155,7 @@ class Loader {
   async readSecurityGroups(r: Reader, f: Field): Promise<void> {
     const m = r.map(f.value, f.path, 'a mapping of ASG names to rule lists or CF JSON file paths');
     if (!m) return;
+    this.pool.prefetchLiterals(inlineDestinations(m));
     for (const g of r.fields(m, f.path)) {
       const name = this.name(r, g, 'security group');
       if (name === undefined) continue;
@@ -595,4 +596,20 @@ export async function loadPolicyText(text: string, file: string, baseDir: string
   const policy = L.build(src, r);
   if (L.diags.errorCount) fail();
   return policy;
+}
+
+/** the `destination` strings of every inline rule list of a security_groups mapping (unchecked: a prefetch) */
+function inlineDestinations(m: MapNode): string[] {
+  const out: string[] = [];
+  for (const list of m.values) {
+    if (!list || list.kind !== 'seq') continue;
+    for (const rule of list.items) {
+      if (!rule || rule.kind !== 'map') continue;
+      for (let i = 0; i < rule.keys.length; i++) {
+        const k = rule.keys[i], v = rule.values[i];
+        if (k?.kind === 'scalar' && k.value === 'destination' && v?.kind === 'scalar' && typeof v.value === 'string') out.push(v.value);
+      }
+    }
+  }
+  return out;
 }

@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { AddrSet, Lookup, parseEntries, jsCidrCount4, jsOp4 } from '../../src/core/index.js';
+import { AddrSet, Lookup, parseEntries, parseLists, jsCidrCount4, jsOp4 } from '../../src/core/index.js';
 import * as R from './ref.js';
 
 type Ent = { f: R.Fam; text: string; iv: R.Iv };
@@ -55,6 +55,26 @@ describe('core vs reference (fast-check)', () => {
     fc.assert(fc.property(entries, (es) => {
       check(AddrSet.of(es.map((e) => e.text)), ref(es, 4), ref(es, 6));
     }), RUNS);
+  });
+
+  it('parseLists: many comma lists in one call, each its own union; a list with a bad item has none', () => {
+    // lists of 0-60 entries (past the core's small-sort threshold), some with a bad item
+    const list = fc.tuple(fc.array(fc.oneof(entryArb(4), entryArb(6)), { maxLength: 60 }),
+      fc.constantFrom(undefined, '', '10.0.0.256', '1.2.3.4/33', 'vpc', '10.0.0.1 ', '2001:db8::/129'));
+    fc.assert(fc.property(fc.array(list, { minLength: 1, maxLength: 12 }), (lists) => {
+      const texts = lists.map(([es, bad]) => [...es.map((e) => e.text), ...(bad === undefined ? [] : [bad])].join(','));
+      const got = parseLists(texts);
+      expect(got.length).toBe(lists.length);
+      lists.forEach(([es, bad], i) => {
+        if (bad !== undefined || es.length === 0) {
+          expect(got[i], texts[i]).toBeUndefined();
+          return;
+        }
+        expect(got[i]!.count).toBe(es.length);
+        check(got[i]!.set, ref(es, 4), ref(es, 6));
+      });
+    }), RUNS);
+    expect(() => parseLists(['10.0.0.1\n10.0.0.2'])).toThrow(/newline/);
   });
 
   it('union, intersection, difference, contains, equals', () => {

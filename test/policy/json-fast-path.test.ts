@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateCfScale } from '../../bench/cfscale.js';
 import { DiagnosticsError, type Diagnostic } from '../../src/errors.js';
+import { AddressPool } from '../../src/policy/addresses.js';
 import { loadPolicy, loadPolicyText, type Policy } from '../../src/policy/index.js';
 import { jsonFastPath, scanJson } from '../../src/policy/json.js';
 import { canonical, Diags, SourceFile, type Node } from '../../src/policy/source.js';
@@ -214,6 +215,38 @@ describe('policies load identically through both paths', () => {
       const [fast, yaml] = await bothPaths(() => outcome(() => loadPolicy(join(dir, f))));
       expect(fast.model, f).toBeDefined();
       expect(fast, f).toEqual(yaml);
+    }
+  });
+});
+
+describe('ASG destinations read in one core call (AddressPool.prefetchLiterals)', () => {
+  /** run fn with the prefetch on, then off (one core call per rule, as before it) */
+  async function bothPrefetch<T>(fn: () => Promise<T>): Promise<[T, T]> {
+    const on = await fn();
+    const saved = AddressPool.prototype.prefetchLiterals;
+    AddressPool.prototype.prefetchLiterals = () => {};
+    try {
+      return [on, await fn()];
+    } finally {
+      AddressPool.prototype.prefetchLiterals = saved;
+    }
+  }
+
+  it('the same model and hash, for a generated policy and every good policy', async () => {
+    const [a, b] = await bothPrefetch(() => outcome(() => loadPolicyText(JSON.stringify(small), '/p/small.json')));
+    expect(a.model).toBeDefined();
+    expect(a).toEqual(b);
+    const dir = join(POLICIES, 'good');
+    for (const f of readdirSync(dir).filter((n) => /\.(ya?ml|json)$/.test(n) && n !== 'policies.json')) {
+      const [x, y] = await bothPrefetch(() => outcome(() => loadPolicy(join(dir, f))));
+      expect(x, f).toEqual(y);
+    }
+  });
+
+  it('the same diagnostics for every case of the bad-policy corpus', async () => {
+    for (const f of caseFiles()) {
+      const [x, y] = await bothPrefetch(() => outcome(() => loadPolicy(join(BAD, f))));
+      expect(x, f).toEqual(y);
     }
   });
 });
