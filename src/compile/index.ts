@@ -524,14 +524,20 @@ class FamilyCompiler {
     const srcMatch: PlanMatch = src ? { src: { set: src } } : {};
     const who = b.groups ? `groups ${b.groups.join(',')}` : 'global';
     const out: PlanRule[] = [];
+    // locs: already deduplicated (locsOf)
     const emit = (m: PlanMatch, whatBase: string, locs: SourceLoc[], rules: AsgRule[]) => {
       const match = { ...srcMatch, ...m };
       // a rule of its own keeps its description in the comment (quoted by the renderer)
       const what = rules.length === 1 && rules[0].description ? `${whatBase}: ${rules[0].description}` : whatBase;
-      if (b.log) out.push(rule(match, { kind: 'log', prefix: logPrefix('CW-ALLOW', this.ctx.segment.name) }, 4, `log ${what}`, locs));
-      out.push(this.allow(match, 4, what, locs));
+      if (b.log) out.push({ match, target: { kind: 'log', prefix: logPrefix('CW-ALLOW', this.ctx.segment.name) }, step: 4, what: `log ${what}`, locs });
+      out.push({ match, target: { kind: 'allow' }, step: 4, what, locs });
     };
-    const locsOf = (rules: AsgRule[]) => dedupeLocs(rules.map((r) => r.loc));
+    const locsMemo = new Map<AsgRule[], SourceLoc[]>();
+    const locsOf = (rules: AsgRule[]) => {
+      let l = locsMemo.get(rules);
+      if (!l) locsMemo.set(rules, (l = dedupeLocs(rules.map((r) => r.loc))));
+      return l;
+    };
     const asgNames = (rules: AsgRule[]) => [...new Set(rules.map((r) => r.asg))].join(',');
     if (b.all.length) {
       const set = this.netSet(unionAll(b.allSets), `asg all (${who})`, locsOf(b.all), true);

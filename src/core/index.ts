@@ -56,7 +56,11 @@ export class AddrSet {
   }
   isEmpty(): boolean { return this.v4.length === 0 && this.v6.length === 0; }
   /** restrict to one family */
-  family(f: Family): AddrSet { return f === 4 ? new AddrSet(this.v4, EMPTY6) : new AddrSet(EMPTY4, this.v6); }
+  family(f: Family): AddrSet {
+    // sets are immutable: one that holds only this family is its own answer
+    if (f === 4) return this.v6.length === 0 ? this : new AddrSet(this.v4, EMPTY6);
+    return this.v4.length === 0 ? this : new AddrSet(EMPTY4, this.v6);
+  }
   union(o: AddrSet): AddrSet {
     if (o.isEmpty()) return this;
     if (this.isEmpty()) return o;
