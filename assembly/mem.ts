@@ -16,7 +16,12 @@ export function alloc(n: usize): usize {
   const need = <i32>((nt + 0xffff) >>> 16);
   const have = memory.size();
   if (need > have) {
-    if (memory.grow(need - have) < 0) unreachable();
+    // grow by half again at least (each grow is a call into the engine; a bump
+    // arena growing page by page made thousands of them), else just enough
+    let want = have + (have >> 1);
+    if (want < have + 256) want = have + 256;
+    if (want < need) want = need;
+    if (memory.grow(want - have) < 0 && memory.grow(need - have) < 0) unreachable();
   }
   top = nt;
   return p;
