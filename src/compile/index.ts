@@ -343,6 +343,7 @@ class FamilyCompiler {
     return out;
   }
 
+  private appDst?: string | null;
   private phaseRules(phase: Phase): PlanRule[] {
     const { ctx } = this;
     const { policy, segment } = ctx;
@@ -351,12 +352,15 @@ class FamilyCompiler {
     if (policy.defaults.established === 'accept' && !this.hoistEstablished) {
       out.push(this.allow({ ctstate: 'ESTABLISHED,RELATED' }, 1, 'established', [segment.loc]));
     }
-    // step 2: app-to-app space
-    const appMembers: string[] = [];
-    const sdst = this.netSet(this.staticAppDst, `app-to-app destinations (${segment.name})`, [segment.loc]);
-    if (sdst) appMembers.push(sdst);
-    for (const g of ctx.dynamics) for (const ph of PHASES) appMembers.push(this.dynSet(g, ph));
-    const appDst = this.listOrSingle(appMembers, `app-to-app destinations (${segment.name})`);
+    // step 2: app-to-app space (the same set for both phases)
+    if (this.appDst === undefined) {
+      const appMembers: string[] = [];
+      const sdst = this.netSet(this.staticAppDst, `app-to-app destinations (${segment.name})`, [segment.loc]);
+      if (sdst) appMembers.push(sdst);
+      for (const g of ctx.dynamics) for (const ph of PHASES) appMembers.push(this.dynSet(g, ph));
+      this.appDst = this.listOrSingle(appMembers, `app-to-app destinations (${segment.name})`);
+    }
+    const appDst = this.appDst;
     if (appDst) {
       const a2a = this.addChain('A', 'a2a', phase, this.a2aRules());
       out.push(rule({ dst: { set: appDst } }, { kind: 'goto', chain: a2a }, 2, 'app-to-app', [segment.loc]));
@@ -657,13 +661,13 @@ class FamilyCompiler {
     return this.register(name, { type: 'list', members }, members.length, what, [this.ctx.segment.loc]);
   }
 
-  private readonly dynNames = new Map<string, string>();
+  private readonly dynNames = { running: new Map<string, string>(), staging: new Map<string, string>() };
   private dynSet(group: string, phase: Phase): string {
-    const key = `${phase}\u0000${group}`;
-    let name = this.dynNames.get(key);
+    const names = this.dynNames[phase];
+    let name = names.get(group);
     if (name) return name;
     name = dynamicSetName(group, phase, this.f);
-    this.dynNames.set(key, name);
+    names.set(group, name);
     if (!this.sets.has(name)) {
       const g = this.ctx.policy.groups.get(group)!;
       this.sets.set(name, {

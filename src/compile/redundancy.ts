@@ -118,8 +118,9 @@ export function overlapping(rules: AsgRule[]): number[][] {
   keys.sort();
   const open: number[] = [];
   for (let i = 0; i < n; i++) {
-    const j = keys[i]! % MAX_RANGES;
+    // key = start * 2^21 + index, split without a floating-point remainder
     const start = Math.floor(keys[i]! / MAX_RANGES);
+    const j = keys[i]! - start * MAX_RANGES;
     if (open.length) {
       let m = 0;
       for (const o of open) if (ends[o]! >= start) open[m++] = o;

@@ -110,12 +110,20 @@ export class AddrSet {
   }
   /** number of CIDRs toCidrs() would return, per family */
   cidrCount(family: Family): number {
+    const counts = family === 4 ? COUNT4 : COUNT6;
+    const memo = counts.get(this);
+    if (memo !== undefined) return memo;
+    let c: number;
     // small v4 sets (most policy destinations): counted here, without a copy into WASM
-    if (family === 4 && this.v4.length <= JS_COUNT_RANGES) return jsCidrCount4(this.v4);
-    const w = wasm();
-    w.reset();
-    const [p, n] = putRanges(w, this, family);
-    return n === 0 ? 0 : Number(w.coverSet(family, p, n, MODE_COUNT, 0));
+    if (family === 4 && this.v4.length <= JS_COUNT_RANGES) c = jsCidrCount4(this.v4);
+    else {
+      const w = wasm();
+      w.reset();
+      const [p, n] = putRanges(w, this, family);
+      c = n === 0 ? 0 : Number(w.coverSet(family, p, n, MODE_COUNT, 0));
+    }
+    counts.set(this, c);
+    return c;
   }
   /**
    * Prefix-length reduction like iprange --ipset-reduce: same addresses, at most ~`percent`% more entries, fewer
@@ -215,6 +223,10 @@ function op6(kind: number, a: BigUint64Array, b: BigUint64Array): BigUint64Array
  * disjoint, non-adjacent, inclusive) in one sweep over both; same result as
  * the core's op4 (tested against it).
  */
+/** cidrCount() per set and family once known (sets are immutable; the compiler asks several times) */
+const COUNT4 = new WeakMap<AddrSet, number>();
+const COUNT6 = new WeakMap<AddrSet, number>();
+
 /** v4 sets up to this many range bounds have their CIDRs counted in JS */
 const JS_COUNT_RANGES = 512;
 
