@@ -305,7 +305,8 @@ class FamilyCompiler {
     chains.push(...rest);
     const sets = [...this.sets.values()];
     const setOrder = { dynamic: 0, net: 1, 'net,port': 1, list: 2 } as const;
-    sets.sort((a, b) => setOrder[a.kind.type] - setOrder[b.kind.type] || a.name.localeCompare(b.name));
+    // code-unit order (cmpKey): localeCompare costs ~0.1 s over 10^5 comparisons at CF scale
+    sets.sort((a, b) => setOrder[a.kind.type] - setOrder[b.kind.type] || cmpKey(a.name, b.name));
     return { family: f, top: topName, chains, sets };
   }
 
