@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import type { Family } from '../core/index.js';
 import type { Plan } from '../compile/plan.js';
+import type { SourceLoc } from '../errors.js';
 import { locText, sha256 } from '../compile/util.js';
 import { forwardJump } from './iptables.js';
 
@@ -76,6 +77,19 @@ export function renderManifest(plan: Plan, payloads: Payloads | Record<string, s
 export interface ManifestFamilies { v4: unknown; v6: unknown }
 
 export function manifestFamilies(plan: Plan): ManifestFamilies {
+  // locations repeat (a bucket's rules, both families, log + allow rules share one list): each written once
+  const at = new Map<SourceLoc, string>();
+  const atOf = (l: SourceLoc) => {
+    let t = at.get(l);
+    if (t === undefined) at.set(l, (t = q(locText(l, plan.policyFile))));
+    return t;
+  };
+  const lists = new Map<SourceLoc[], string>();
+  const locList = (locs: SourceLoc[]) => {
+    let t = lists.get(locs);
+    if (t === undefined) lists.set(locs, (t = locs.map((l) => `{"at":${atOf(l)},"path":${q(l.path)}}`).join(',')));
+    return t;
+  };
   const fam = (f: Family) => {
     const fp = plan.families[f];
     return {
@@ -85,12 +99,12 @@ export function manifestFamilies(plan: Plan): ManifestFamilies {
       chains: fp.chains.map((c) => ({ name: c.name, role: c.role, ...(c.phase ? { phase: c.phase } : {}), rules: c.rules.length })),
       // ~10^5 entries at CF scale: written straight to JSON text, one entry per line
       sets: new JsonLines(fp.sets.map((s) =>
-        `{"name":${q(s.name)},"type":${q(s.kind.type)},"entries":${s.entries},"what":${q(s.what)},"locs":[${s.locs.map((l) => q(locText(l, plan.policyFile))).join(',')}]}`)),
+        `{"name":${q(s.name)},"type":${q(s.kind.type)},"entries":${s.entries},"what":${q(s.what)},"locs":[${s.locs.map(atOf).join(',')}]}`)),
       // the rule's comment is on its payload line; the map adds every location and the field path
       sourceMap: new JsonLines(fp.chains.flatMap((c) => {
         const chain = q(c.name);
         return c.rules.map((r, i) =>
-          `{"chain":${chain},"rule":${i + 1},"step":${r.step},"locs":[${r.locs.map((l) => `{"at":${q(locText(l, plan.policyFile))},"path":${q(l.path)}}`).join(',')}]}`);
+          `{"chain":${chain},"rule":${i + 1},"step":${r.step},"locs":[${locList(r.locs)}]}`);
       })),
     };
   };
