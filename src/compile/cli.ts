@@ -3,7 +3,7 @@
  * and src/cli/explain.ts.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,6 +48,7 @@ async function renderFiles(plan: Plan, backend: string | undefined, inWorker: bo
   let ipset: Buffer | null;
   if (worker) {
     const r = await worker;
+    if (r.writeError) throw new CellwallError(`cannot write ${join(writeDir!, tmpName('ipset.restore'))}: ${r.writeError} (nothing in ${writeDir} was replaced)`);
     ipset = r.bytes ? Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength) : null;
     known['ipset.restore'] = { sha256: r.sha256, bytes: r.length };
   } else {
@@ -162,14 +163,29 @@ export async function runCompile(file: string, o: CompileCliOptions, ctx: CliCon
   // payloads as bytes once: hashed for the manifest and written from the same buffers
   if (o.out) await mkdir(o.out, { recursive: true });
   const inWorker = useIpsetWorker(result.plan);
-  const files = await renderFiles(result.plan, o.backend, inWorker, o.out && !o.print ? o.out : undefined);
+  let files: Record<string, string | Buffer | null>;
+  try {
+    files = await renderFiles(result.plan, o.backend, inWorker, o.out && !o.print ? o.out : undefined);
+  } catch (e) {
+    // a file the worker wrote is not renamed into place: nothing in --out changed
+    if (o.out) await rm(join(o.out, tmpName('ipset.restore')), { force: true }).catch(() => {});
+    throw e;
+  }
   t(inWorker ? 'render (the ipset payload in a worker thread)' : 'render');
   if (o.out) {
-    for (const [name, text] of Object.entries(files)) {
-      const tmp = join(o.out, tmpName(name));
-      if (text !== null) await writeFile(tmp, text);
-      await rename(tmp, join(o.out, name));
+    // every file is written under its temporary name before any is renamed into place:
+    // a failed write leaves the previous files of --out as they were
+    const names = Object.keys(files);
+    try {
+      for (const name of names) {
+        const text = files[name];
+        if (text !== null) await writeFile(join(o.out, tmpName(name)), text);
+      }
+    } catch (e) {
+      for (const name of names) await rm(join(o.out, tmpName(name)), { force: true }).catch(() => {});
+      throw e;
     }
+    for (const name of names) await rename(join(o.out, tmpName(name)), join(o.out, name));
     t('write');
   }
   const plan = result.plan;

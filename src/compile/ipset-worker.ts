@@ -20,14 +20,21 @@ export interface IpsetWorkerResult {
   sha256: string;
   length: number;
   bytes?: Uint8Array;
+  /** the payload could not be written (the message of the error) */
+  writeError?: string;
 }
 
 parentPort!.once('message', (job: IpsetWorkerJob) => {
   const bytes = renderIpsetInput(job.input);
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   if (job.writeTo) {
-    writeFileSync(job.writeTo, bytes);
-    parentPort!.postMessage({ sha256, length: bytes.length } satisfies IpsetWorkerResult);
+    let writeError: string | undefined;
+    try {
+      writeFileSync(job.writeTo, bytes);
+    } catch (e) {
+      writeError = (e as Error).message;
+    }
+    parentPort!.postMessage({ sha256, length: bytes.length, ...(writeError ? { writeError } : {}) } satisfies IpsetWorkerResult);
     return;
   }
   // a Buffer may be a view of a larger pooled ArrayBuffer: transfer a buffer of its own

@@ -245,7 +245,7 @@ export function jsCidrCount4(a: Uint32Array): number {
       const span = e - s + 1;
       // alignment of s (2^32 for 0) and the largest power of two within the span
       const align = s === 0 ? 4294967296 : (s & -s) >>> 0;
-      const fit = span >= 4294967296 ? 4294967296 : 2 ** (31 - Math.clz32(span));
+      const fit = span >= 4294967296 ? 4294967296 : 0x80000000 >>> Math.clz32(span);
       const size = align < fit ? align : fit;
       if (size >= span) break;
       s += size;

@@ -7,7 +7,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -64,4 +64,34 @@ describe('compile with the ipset worker thread', () => {
     expect(r.stdout).toContain('==> ipset.restore <==\n# cellwall');
     expect(r.stdout).toMatch(/^add cw4n-\S+ \d+\.\d+\.\d+\.\d+\/\d+ -exist$/m);
   });
+});
+
+describe('compile --out: a failed write changes nothing', () => {
+  const policy = join(dir, 'p2.json');
+  writeFileSync(policy, JSON.stringify(generateCfScale(12, { asgs: 40, rulesPerAsg: 8, maxDestinations: 200, spaces: 10, apps: 20, appRules: 40, globalAsgs: 2 })));
+  const other = join(dir, 'p3.json');
+  writeFileSync(other, JSON.stringify(generateCfScale(13, { asgs: 40, rulesPerAsg: 8, maxDestinations: 200, spaces: 10, apps: 20, appRules: 40, globalAsgs: 2 })));
+
+  for (const worker of ['1', '0'] as const) {
+    it(`the ipset payload cannot be written (${worker === '1' ? 'by the worker thread' : 'in the main thread'}): exit 1, a clear message, the previous files kept`, () => {
+      const out = join(dir, `fail-${worker}`);
+      compile(policy, out, worker);
+      const before = Object.fromEntries(FILES.map((f) => [f, readFileSync(join(out, f))]));
+      // its temporary name taken by a directory: the write fails
+      mkdirSync(join(out, '.ipset.restore.tmp'));
+      const r = spawnSync(process.execPath, [BIN, 'compile', other, '--segment', 'shared', '--out', out], {
+        encoding: 'utf8', env: { ...process.env, CELLWALL_IPSET_WORKER: worker },
+      });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/^cellwall: .*\.ipset\.restore\.tmp/m);
+      expect(r.stderr).not.toMatch(/internal error|\n\s+at /);
+      for (const f of FILES) expect(readFileSync(join(out, f)).equals(before[f]), `${f} changed`).toBe(true);
+      // (the other policy does compile to other files)
+      const elsewhere = join(dir, `other-${worker}`);
+      compile(other, elsewhere, worker);
+      for (const f of FILES) expect(readFileSync(join(elsewhere, f)).equals(before[f]), f).toBe(false);
+      // no temporary file of the failed run is left behind
+      expect(readdirSync(out).filter((n) => n.endsWith('.tmp'))).toEqual(['.ipset.restore.tmp']);
+    });
+  }
 });
