@@ -104,32 +104,42 @@ export function overlapping(rules: AsgRule[]): number[][] {
   let n = 0;
   for (const r of rules) n += r.destination.v4.length >> 1;
   if (n >= MAX_RANGES) throw new Error('redundancy: too many ranges in one security group');
-  const keys = new Float64Array(n);
-  const owner = new Uint32Array(n), ends = new Float64Array(n);
+  // scratch arrays shared by every call (one security group after another)
+  if (scratch.keys.length < n) {
+    const size = Math.max(n, scratch.keys.length * 2);
+    scratch = { keys: new Float64Array(size), owner: new Uint32Array(size), ends: new Float64Array(size), open: new Uint32Array(size) };
+  }
+  const keys = scratch.keys.subarray(0, n);
+  const { owner, ends, open } = scratch;
   let k = 0;
-  rules.forEach((r, ri) => {
-    const a = r.destination.v4;
+  for (let ri = 0; ri < rules.length; ri++) {
+    const a = rules[ri]!.destination.v4;
     for (let i = 0; i < a.length; i += 2, k++) {
       keys[k] = a[i]! * MAX_RANGES + k;
       owner[k] = ri;
       ends[k] = a[i + 1]!;
     }
-  });
+  }
   keys.sort();
-  const open: number[] = [];
+  // ranges still open at the current start (indices), a stack without allocation
+  let nOpen = 0;
   for (let i = 0; i < n; i++) {
     // key = start * 2^21 + index, split without a floating-point remainder
     const start = Math.floor(keys[i]! / MAX_RANGES);
     const j = keys[i]! - start * MAX_RANGES;
-    if (open.length) {
+    if (nOpen) {
       let m = 0;
-      for (const o of open) if (ends[o]! >= start) open[m++] = o;
-      open.length = m;
-      for (const o of open) {
+      for (let x = 0; x < nOpen; x++) {
+        const o = open[x]!;
+        if (ends[o]! >= start) open[m++] = o;
+      }
+      nOpen = m;
+      for (let x = 0; x < nOpen; x++) {
+        const o = open[x]!;
         if (owner[o] !== owner[j]) meet(owner[o]!, owner[j]!);
       }
     }
-    open.push(j);
+    open[nOpen++] = j;
   }
   const with6 = rules.map((r, i) => (r.destination.v6.length ? i : -1)).filter((i) => i >= 0);
   for (let x = 0; x < with6.length; x++) {
@@ -146,6 +156,8 @@ export function overlapping(rules: AsgRule[]): number[][] {
   }
   return out;
 }
+
+let scratch = { keys: new Float64Array(1024), owner: new Uint32Array(1024), ends: new Float64Array(1024), open: new Uint32Array(1024) };
 
 /** ranges per sort: a key is start * 2^21 + index, exact in a double (2^32 * 2^21 = 2^53) */
 const MAX_RANGES = 1 << 21;
