@@ -300,7 +300,8 @@ class FamilyCompiler {
     const chains: PlanChain[] = [{ name: topName, role: 'top', rules: top }];
     // callees after callers: phase, a2a, deny
     const order = { top: 0, phase: 1, a2a: 2, deny: 3 } as const;
-    const rest = [...this.chains.values()].filter((c) => referenced(c.name, top, this.chains));
+    const live = reachable(top, this.chains);
+    const rest = [...this.chains.values()].filter((c) => live.has(c.name));
     rest.sort((a, b) => order[a.role] - order[b.role] || (a.phase ?? '').localeCompare(b.phase ?? '') || a.name.localeCompare(b.name));
     chains.push(...rest);
     const sets = [...this.sets.values()];
@@ -802,8 +803,8 @@ function cmpKey(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** chains reachable from the top rules */
-function referenced(name: string, top: PlanRule[], chains: Map<string, PlanChain>): boolean {
+/** names of the chains reachable from the top rules */
+function reachable(top: PlanRule[], chains: Map<string, PlanChain>): Set<string> {
   const seen = new Set<string>();
   const stack = top.filter((r) => r.target.kind === 'goto').map((r) => (r.target as { chain: string }).chain);
   while (stack.length) {
@@ -812,5 +813,5 @@ function referenced(name: string, top: PlanRule[], chains: Map<string, PlanChain
     seen.add(c);
     for (const r of chains.get(c)?.rules ?? []) if (r.target.kind === 'goto') stack.push(r.target.chain);
   }
-  return seen.has(name);
+  return seen;
 }
