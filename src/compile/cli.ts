@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -31,14 +31,26 @@ export function renderPayloads(plan: Plan): Payloads {
  * entries has its ipset payload rendered, hashed and (given `writeDir`)
  * written to `.ipset.restore.tmp` there by a worker thread, while this thread
  * renders the iptables payloads, the backend's own files and the bulk of the
- * manifest (CELLWALL_IPSET_WORKER=1 always, =0 never). A file the worker
- * wrote is null in the result.
+ * manifest (CELLWALL_IPSET_WORKER=1 always, =0 never); meanwhile the
+ * iptables payloads are written to their temporary names as well. A file
+ * already written is null in the result.
  */
-async function renderFiles(plan: Plan, backend: string | undefined, inWorker: boolean, writeDir?: string): Promise<Record<string, string | Buffer | null>> {
-  const worker = inWorker ? startIpsetWorker(plan, writeDir ? join(writeDir, tmpName('ipset.restore')) : undefined) : undefined;
+async function renderFiles(plan: Plan, backend: string | undefined, ipsetWorker: IpsetWorker | undefined, writeDir: string | undefined,
+  written: string[]): Promise<Record<string, string | Buffer | null>> {
+  // with the worker, files go to their temporary names as soon as they are ready (`written`)
+  const early = ipsetWorker && writeDir ? writeDir : undefined;
+  if (early) written.push(tmpName('ipset.restore'));
+  const worker = ipsetWorker?.run(plan, early ? join(early, tmpName('ipset.restore')) : undefined);
   const v4 = Buffer.from(renderIptables(plan, 4));
   const v6 = Buffer.from(renderIptables(plan, 6));
   const known: Record<string, FileSum> = { 'iptables.v4': fileSum(v4), 'iptables.v6': fileSum(v6) };
+  const writing: Array<Promise<void>> = [];
+  if (early) {
+    for (const [name, bytes] of [['iptables.v4', v4], ['iptables.v6', v6]] as const) {
+      written.push(tmpName(name));
+      writing.push(writeFile(join(early, tmpName(name)), bytes));
+    }
+  }
   const extra: Record<string, string | Buffer> = {};
   // the nft backend adds its one-transaction script to the same files (SPEC §3),
   // the eBPF backend its object and map contents
@@ -55,7 +67,8 @@ async function renderFiles(plan: Plan, backend: string | undefined, inWorker: bo
     ipset = renderIpsetBytes(plan);
     known['ipset.restore'] = fileSum(ipset);
   }
-  const files: Record<string, string | Buffer | null> = { 'ipset.restore': ipset, 'iptables.v4': v4, 'iptables.v6': v6, ...extra };
+  await Promise.all(writing);
+  const files: Record<string, string | Buffer | null> = { 'ipset.restore': ipset, 'iptables.v4': early ? null : v4, 'iptables.v6': early ? null : v6, ...extra };
   // the manifest hashes every file written
   files['manifest.json'] = renderManifest(plan, files, known, parts);
   return files;
@@ -81,16 +94,49 @@ function useIpsetWorker(plan: Plan): boolean {
 
 const IPSET_WORKER = new URL('./ipset-worker.js', import.meta.url);
 
-function startIpsetWorker(plan: Plan, writeTo: string | undefined): Promise<IpsetWorkerResult> {
-  const w = new Worker(IPSET_WORKER);
-  return new Promise<IpsetWorkerResult>((resolve, reject) => {
-    w.once('message', (r: IpsetWorkerResult) => { resolve(r); void w.terminate(); });
-    w.once('error', reject);
-    w.once('exit', (code) => reject(new Error(`ipset worker exited with code ${code} before answering`)));
-    const job: IpsetWorkerJob = { input: ipsetInput(plan), ...(writeTo ? { writeTo } : {}) };
-    w.postMessage(job);
-  });
+/**
+ * The worker thread, started before the policy is loaded so that its start-up
+ * (a V8 isolate, the modules, the core) overlaps the load; run() at most once,
+ * close() when it is not needed after all.
+ */
+class IpsetWorker {
+  private readonly w = new Worker(IPSET_WORKER);
+  private readonly failed: Promise<never>;
+
+  constructor() {
+    this.failed = new Promise<never>((_, reject) => {
+      this.w.once('error', reject);
+      this.w.once('exit', (code) => reject(new Error(`ipset worker exited with code ${code} before answering`)));
+    });
+    // a failure before run() is reported by run(); none is reported when the worker is closed unused
+    this.failed.catch(() => {});
+  }
+
+  run(plan: Plan, writeTo: string | undefined): Promise<IpsetWorkerResult> {
+    const answer = new Promise<IpsetWorkerResult>((resolve) => this.w.once('message', resolve));
+    const input = ipsetInput(plan);
+    const job: IpsetWorkerJob = { input, ...(writeTo ? { writeTo } : {}) };
+    // the packed arrays move to the worker instead of being copied
+    this.w.postMessage(job, [input.meta.buffer, input.parts.buffer, input.v4.buffer, input.v6.buffer] as ArrayBuffer[]);
+    return Promise.race([answer, this.failed]).finally(() => this.close());
+  }
+
+  close(): void {
+    void this.w.terminate();
+  }
 }
+
+/** a worker for a policy file big enough to need one, started now (CELLWALL_IPSET_WORKER=1 always, =0 never) */
+function earlyIpsetWorker(file: string): IpsetWorker | undefined {
+  const env = process.env.CELLWALL_IPSET_WORKER;
+  if (env === '0' || !existsSync(fileURLToPath(IPSET_WORKER))) return undefined;
+  let size = 0;
+  try { size = statSync(file).size; } catch { return undefined; }
+  return env === '1' || size >= IPSET_WORKER_FILE_BYTES ? new IpsetWorker() : undefined;
+}
+
+/** policy files from this size start the worker early (the CF-scale bench policy: 23 MB) */
+const IPSET_WORKER_FILE_BYTES = 1 << 20;
 
 function fileSum(b: Buffer): FileSum {
   return { sha256: createHash('sha256').update(b).digest('hex'), bytes: b.length };
@@ -154,6 +200,16 @@ export interface CompileCliOptions {
 
 export async function runCompile(file: string, o: CompileCliOptions, ctx: CliContext): Promise<number> {
   checkBackend(o.backend);
+  const worker = earlyIpsetWorker(file);
+  try {
+    return await compileWith(file, o, ctx, worker);
+  } finally {
+    // an idle worker would keep the process alive
+    worker?.close();
+  }
+}
+
+async function compileWith(file: string, o: CompileCliOptions, ctx: CliContext, worker: IpsetWorker | undefined): Promise<number> {
   const t = stageTimer(ctx);
   const policy = await load(file);
   t('load');
@@ -162,13 +218,14 @@ export async function runCompile(file: string, o: CompileCliOptions, ctx: CliCon
   t('compile');
   // payloads as bytes once: hashed for the manifest and written from the same buffers
   if (o.out) await mkdir(o.out, { recursive: true });
-  const inWorker = useIpsetWorker(result.plan);
+  const inWorker = !!worker && useIpsetWorker(result.plan);
   let files: Record<string, string | Buffer | null>;
+  const written: string[] = [];
   try {
-    files = await renderFiles(result.plan, o.backend, inWorker, o.out && !o.print ? o.out : undefined);
+    files = await renderFiles(result.plan, o.backend, inWorker ? worker : undefined, o.out && !o.print ? o.out : undefined, written);
   } catch (e) {
-    // a file the worker wrote is not renamed into place: nothing in --out changed
-    if (o.out) await rm(join(o.out, tmpName('ipset.restore')), { force: true }).catch(() => {});
+    // files written early are not renamed into place: nothing in --out changed
+    for (const tmp of written) await rm(join(o.out!, tmp), { force: true }).catch(() => {});
     throw e;
   }
   t(inWorker ? 'render (the ipset payload in a worker thread)' : 'render');

@@ -6,7 +6,7 @@
  * them, their length.
  */
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { parentPort } from 'node:worker_threads';
 import { renderIpsetInput, type IpsetInput } from '../render/ipset.js';
 
@@ -24,19 +24,17 @@ export interface IpsetWorkerResult {
   writeError?: string;
 }
 
-parentPort!.once('message', (job: IpsetWorkerJob) => {
+parentPort!.once('message', async (job: IpsetWorkerJob) => {
   const bytes = renderIpsetInput(job.input);
-  const sha256 = createHash('sha256').update(bytes).digest('hex');
   if (job.writeTo) {
-    let writeError: string | undefined;
-    try {
-      writeFileSync(job.writeTo, bytes);
-    } catch (e) {
-      writeError = (e as Error).message;
-    }
+    // the write runs on libuv's threads while this one hashes
+    const writing = writeFile(job.writeTo, bytes).then(() => undefined, (e: Error) => e.message);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const writeError = await writing;
     parentPort!.postMessage({ sha256, length: bytes.length, ...(writeError ? { writeError } : {}) } satisfies IpsetWorkerResult);
     return;
   }
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
   // a Buffer may be a view of a larger pooled ArrayBuffer: transfer a buffer of its own
   const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : Uint8Array.prototype.slice.call(bytes);
   parentPort!.postMessage({ sha256, length: own.length, bytes: own } satisfies IpsetWorkerResult, [own.buffer as ArrayBuffer]);
