@@ -12,7 +12,8 @@ import type { CliContext } from '../cli/main.js';
 import { CellwallError, formatDiagnostic, type Diagnostic } from '../errors.js';
 import type { Phase, Policy } from '../policy/model.js';
 import { ipsetInput, renderIpset, renderIpsetBytes } from '../render/ipset.js';
-import type { IpsetWorkerJob, IpsetWorkerResult } from './ipset-worker.js';
+import type { IpsetWorkerResult, RedundancyResult, WorkerJob } from './worker.js';
+import { packRedundancy, provideRedundant, redundantAsgRules } from './redundancy.js';
 import { renderIptables, ruleText } from '../render/iptables.js';
 import { familyCounts, manifestFamilies, renderManifest, type FileSum, type Payloads } from '../render/manifest.js';
 import { evaluatePlan, type Evaluation, type Packet, type PacketProto } from './evaluate.js';
@@ -35,12 +36,12 @@ export function renderPayloads(plan: Plan): Payloads {
  * iptables payloads are written to their temporary names as well. A file
  * already written is null in the result.
  */
-async function renderFiles(plan: Plan, backend: string | undefined, ipsetWorker: IpsetWorker | undefined, writeDir: string | undefined,
+async function renderFiles(plan: Plan, backend: string | undefined, ipsetWorker: CompileWorker | undefined, writeDir: string | undefined,
   written: string[]): Promise<Record<string, string | Buffer | null>> {
   // with the worker, files go to their temporary names as soon as they are ready (`written`)
   const early = ipsetWorker && writeDir ? writeDir : undefined;
   if (early) written.push(tmpName('ipset.restore'));
-  const worker = ipsetWorker?.run(plan, early ? join(early, tmpName('ipset.restore')) : undefined);
+  const worker = ipsetWorker?.ipset(plan, early ? join(early, tmpName('ipset.restore')) : undefined);
   const v4 = Buffer.from(renderIptables(plan, 4));
   const v6 = Buffer.from(renderIptables(plan, 6));
   const known: Record<string, FileSum> = { 'iptables.v4': fileSum(v4), 'iptables.v6': fileSum(v6) };
@@ -86,39 +87,57 @@ function useIpsetWorker(plan: Plan): boolean {
   const env = process.env.CELLWALL_IPSET_WORKER;
   if (env === '0' || env === '1') return env === '1';
   // the worker runs the built module (dist/); running from the TypeScript sources (tests), render here
-  if (!existsSync(fileURLToPath(IPSET_WORKER))) return false;
+  if (!existsSync(fileURLToPath(COMPILE_WORKER))) return false;
   let n = 0;
   for (const f of [4, 6] as const) for (const s of plan.families[f].sets) n += s.entries;
   return n >= IPSET_WORKER_ENTRIES;
 }
 
-const IPSET_WORKER = new URL('./ipset-worker.js', import.meta.url);
+const COMPILE_WORKER = new URL('./worker.js', import.meta.url);
 
 /**
- * The worker thread, started before the policy is loaded so that its start-up
- * (a V8 isolate, the modules, the core) overlaps the load; run() at most once,
- * close() when it is not needed after all.
+ * The compile worker (worker.ts), started before the policy is loaded so that
+ * its start-up (a V8 isolate, the modules, the core) overlaps the load; it
+ * checks the policy for redundant rules while this thread compiles, then
+ * renders the ipset payload. close() when done, or when not needed after all.
  */
-class IpsetWorker {
-  private readonly w = new Worker(IPSET_WORKER);
+class CompileWorker {
+  private readonly w = new Worker(COMPILE_WORKER);
   private readonly failed: Promise<never>;
+  private readonly waiting = new Map<number, (answer: unknown) => void>();
+  private nextId = 1;
 
   constructor() {
     this.failed = new Promise<never>((_, reject) => {
       this.w.once('error', reject);
-      this.w.once('exit', (code) => reject(new Error(`ipset worker exited with code ${code} before answering`)));
+      this.w.once('exit', (code) => reject(new Error(`compile worker exited with code ${code} before answering`)));
     });
-    // a failure before run() is reported by run(); none is reported when the worker is closed unused
+    // a failure is reported by the job that waits for an answer; none when the worker is closed unused
     this.failed.catch(() => {});
+    this.w.on('message', (m: { id: number }) => {
+      this.waiting.get(m.id)?.(m);
+      this.waiting.delete(m.id);
+    });
   }
 
-  run(plan: Plan, writeTo: string | undefined): Promise<IpsetWorkerResult> {
-    const answer = new Promise<IpsetWorkerResult>((resolve) => this.w.once('message', resolve));
-    const input = ipsetInput(plan);
-    const job: IpsetWorkerJob = { input, ...(writeTo ? { writeTo } : {}) };
+  private ask<T>(job: WorkerJob, transfer: ArrayBuffer[]): Promise<T> {
+    const answer = new Promise<T>((resolve) => this.waiting.set(job.id, resolve as (a: unknown) => void));
+    this.w.postMessage(job, transfer);
+    return Promise.race([answer, this.failed]);
+  }
+
+  /** the redundant rules of the policy's security groups (redundancy.ts) */
+  redundancy(policy: Policy): Promise<RedundancyResult> {
+    const input = packRedundancy(policy);
     // the packed arrays move to the worker instead of being copied
-    this.w.postMessage(job, [input.meta.buffer, input.parts.buffer, input.v4.buffer, input.v6.buffer] as ArrayBuffer[]);
-    return Promise.race([answer, this.failed]).finally(() => this.close());
+    return this.ask({ id: this.nextId++, kind: 'redundancy', input },
+      [input.groups.buffer, input.rules.buffer, input.ports.buffer, input.v4.buffer, input.v6.buffer] as ArrayBuffer[]);
+  }
+
+  ipset(plan: Plan, writeTo: string | undefined): Promise<IpsetWorkerResult> {
+    const input = ipsetInput(plan);
+    return this.ask({ id: this.nextId++, kind: 'ipset', input, ...(writeTo ? { writeTo } : {}) },
+      [input.meta.buffer, input.parts.buffer, input.v4.buffer, input.v6.buffer] as ArrayBuffer[]);
   }
 
   close(): void {
@@ -127,16 +146,16 @@ class IpsetWorker {
 }
 
 /** a worker for a policy file big enough to need one, started now (CELLWALL_IPSET_WORKER=1 always, =0 never) */
-function earlyIpsetWorker(file: string): IpsetWorker | undefined {
+function earlyWorker(file: string): CompileWorker | undefined {
   const env = process.env.CELLWALL_IPSET_WORKER;
-  if (env === '0' || !existsSync(fileURLToPath(IPSET_WORKER))) return undefined;
+  if (env === '0' || !existsSync(fileURLToPath(COMPILE_WORKER))) return undefined;
   let size = 0;
   try { size = statSync(file).size; } catch { return undefined; }
-  return env === '1' || size >= IPSET_WORKER_FILE_BYTES ? new IpsetWorker() : undefined;
+  return env === '1' || size >= WORKER_FILE_BYTES ? new CompileWorker() : undefined;
 }
 
-/** policy files from this size start the worker early (the CF-scale bench policy: 23 MB) */
-const IPSET_WORKER_FILE_BYTES = 1 << 20;
+/** policy files from this size start the worker (the CF-scale bench policy: 23 MB) */
+const WORKER_FILE_BYTES = 1 << 20;
 
 function fileSum(b: Buffer): FileSum {
   return { sha256: createHash('sha256').update(b).digest('hex'), bytes: b.length };
@@ -200,7 +219,7 @@ export interface CompileCliOptions {
 
 export async function runCompile(file: string, o: CompileCliOptions, ctx: CliContext): Promise<number> {
   checkBackend(o.backend);
-  const worker = earlyIpsetWorker(file);
+  const worker = earlyWorker(file);
   try {
     return await compileWith(file, o, ctx, worker);
   } finally {
@@ -209,12 +228,21 @@ export async function runCompile(file: string, o: CompileCliOptions, ctx: CliCon
   }
 }
 
-async function compileWith(file: string, o: CompileCliOptions, ctx: CliContext, worker: IpsetWorker | undefined): Promise<number> {
+async function compileWith(file: string, o: CompileCliOptions, ctx: CliContext, worker: CompileWorker | undefined): Promise<number> {
   const t = stageTimer(ctx);
   const policy = await load(file);
   t('load');
   const segment = requireSegment(policy, o.segment);
-  const result: CompileResult = compileSegment(policy, segment);
+  // the worker checks for redundant rules while this thread compiles
+  const redundancy = worker?.redundancy(policy);
+  let result: CompileResult;
+  if (redundancy) {
+    const compiled = compileSegment(policy, segment, { redundantRules: false });
+    // (should the worker have failed, the check runs here after all)
+    const answer = await redundancy.catch(() => undefined);
+    if (answer) provideRedundant(policy, answer.found);
+    result = { ...compiled, warnings: [...redundantAsgRules(policy), ...compiled.warnings] };
+  } else result = compileSegment(policy, segment);
   t('compile');
   // payloads as bytes once: hashed for the manifest and written from the same buffers
   if (o.out) await mkdir(o.out, { recursive: true });

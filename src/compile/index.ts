@@ -43,6 +43,8 @@ export interface CompileOptions {
   maxSetEntries?: number;
   /** tcp/udp rules with at most this many ports use hash:net,port sets; default 16 */
   smallPorts?: number;
+  /** false: leave out the (policy-level) redundant-rule warnings, which the caller computes elsewhere */
+  redundantRules?: boolean;
 }
 
 export interface CompileResult {
@@ -73,7 +75,7 @@ export function compileSegment(policy: Policy, segmentName: string, opts: Compil
     families,
     stats: ctx.stats,
   };
-  return { plan, warnings: [...redundantAsgRules(policy), ...ctx.warnings] };
+  return { plan, warnings: [...(opts.redundantRules === false ? [] : redundantAsgRules(policy)), ...ctx.warnings] };
 }
 
 /** Compile every segment; every error and warning, each reported once. Used by `cellwall validate`. */
