@@ -690,7 +690,10 @@ class FamilyCompiler {
  */
 function sizing(type: PlanSetKind['type'], entries: number): { maxelem: number; hashsize: number } {
   if (type === 'list') return { maxelem: Math.max(8, entries), hashsize: 0 };
-  return { maxelem: Math.max(65536, nextPow2(entries * 2)), hashsize: Math.max(1024, Math.min(1 << 20, nextPow2(Math.ceil(entries / 4)))) };
+  // up to 1,024 entries: a bucket per entry at most, from the kernel's minimum of 64 (a 1,024-bucket table for
+  // every small set took 40% of the kernel memory of a tenth of CF scale); larger sets: 4 entries per bucket
+  const hashsize = Math.max(64, Math.min(1024, nextPow2(entries)), Math.min(1 << 20, nextPow2(Math.ceil(entries / 4))));
+  return { maxelem: Math.max(65536, nextPow2(entries * 2)), hashsize };
 }
 
 function sizingKey(type: PlanSetKind['type'], entries: number): string {

@@ -37,6 +37,16 @@ describe('compileSegment', () => {
     expect(familyCounts(big, 4).entries).toBeGreaterThan(familyCounts(small, 4).entries + 5000);
   });
 
+  it('sizes hash sets with headroom: at most one entry per bucket up to 1,024 entries, four above', () => {
+    for (const [n, hashsize, maxelem] of [[10, 64, 65536], [300, 512, 65536], [2000, 1024, 65536], [20000, 8192, 65536], [40000, 16384, 131072]]) {
+      const { plan } = compileSegment(makePolicy({ asgs: { a: [{ protocol: 'all', destination: hosts(n) }] }, bindings: [{ asgs: ['a'] }] }), 'shared');
+      const set = plan.families[4].sets.find((s) => s.kind.type === 'net' && s.entries === n);
+      expect(set, `a set of ${n} entries`).toBeDefined();
+      expect([set!.hashsize, set!.maxelem], `${n} entries`).toEqual([hashsize, maxelem]);
+      expect(set!.maxelem).toBeGreaterThanOrEqual(2 * n);
+    }
+  });
+
   it('an unchanged policy gives byte-identical payloads and manifest', () => {
     const a = renderAll(compileSegment(makePolicy(base(hosts(50))), 'shared').plan);
     const b = renderAll(compileSegment(makePolicy(base(hosts(50))), 'shared').plan);
