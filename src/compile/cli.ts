@@ -45,13 +45,16 @@ async function renderFiles(plan: Plan, backend: string | undefined, ipsetWorker:
   const v4 = Buffer.from(renderIptables(plan, 4));
   const v6 = Buffer.from(renderIptables(plan, 6));
   const known: Record<string, FileSum> = { 'iptables.v4': fileSum(v4), 'iptables.v6': fileSum(v6) };
-  const writing: Array<Promise<void>> = [];
+  const writes: Array<Promise<void>> = [];
   if (early) {
     for (const [name, bytes] of [['iptables.v4', v4], ['iptables.v6', v6]] as const) {
       written.push(tmpName(name));
-      writing.push(writeFile(join(early, tmpName(name)), bytes));
+      writes.push(writeFile(join(early, tmpName(name)), bytes));
     }
   }
+  const writing = Promise.all(writes);
+  // awaited below; a failure while an earlier step throws is not an unhandled rejection
+  writing.catch(() => {});
   const extra: Record<string, string | Buffer> = {};
   // the nft backend adds its one-transaction script to the same files (SPEC §3),
   // the eBPF backend its object and map contents
@@ -68,7 +71,7 @@ async function renderFiles(plan: Plan, backend: string | undefined, ipsetWorker:
     ipset = renderIpsetBytes(plan);
     known['ipset.restore'] = fileSum(ipset);
   }
-  await Promise.all(writing);
+  await writing;
   const files: Record<string, string | Buffer | null> = { 'ipset.restore': ipset, 'iptables.v4': early ? null : v4, 'iptables.v6': early ? null : v6, ...extra };
   // the manifest hashes every file written
   files['manifest.json'] = renderManifest(plan, files, known, parts);
