@@ -86,11 +86,9 @@ function tmpName(name: string): string {
 /** set entries from which the worker pays off (its start and the copy of the sets cost ~50 ms) */
 const IPSET_WORKER_ENTRIES = 200_000;
 
+/** whether the (running) worker renders the ipset payload */
 function useIpsetWorker(plan: Plan): boolean {
-  const env = process.env.CELLWALL_IPSET_WORKER;
-  if (env === '0' || env === '1') return env === '1';
-  // the worker runs the built module (dist/); running from the TypeScript sources (tests), render here
-  if (!existsSync(fileURLToPath(COMPILE_WORKER))) return false;
+  if (process.env.CELLWALL_IPSET_WORKER === '1') return true;
   let n = 0;
   for (const f of [4, 6] as const) for (const s of plan.families[f].sets) n += s.entries;
   return n >= IPSET_WORKER_ENTRIES;
@@ -151,6 +149,7 @@ class CompileWorker {
 /** a worker for a policy file big enough to need one, started now (CELLWALL_IPSET_WORKER=1 always, =0 never) */
 function earlyWorker(file: string): CompileWorker | undefined {
   const env = process.env.CELLWALL_IPSET_WORKER;
+  // the worker runs the built module (dist/); running from the TypeScript sources (tests), all runs here
   if (env === '0' || !existsSync(fileURLToPath(COMPILE_WORKER))) return undefined;
   let size = 0;
   try { size = statSync(file).size; } catch { return undefined; }

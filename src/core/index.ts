@@ -84,19 +84,10 @@ export class AddrSet {
   }
   /**
    * One line per CIDR of the family's minimal cover, `${prefix}${cidr}${suffix}\n`,
-   * rendered inside WASM (payloads with millions of set entries). prefix and
-   * suffix must be ASCII.
-   */
-  cidrLines(family: Family, prefix: string, suffix: string): string {
-    return this.cidrLinesBytes(family, prefix, suffix).toString('latin1');
-  }
-  /** cidrLines() as bytes (a copy out of WASM memory) */
-  cidrLinesBytes(family: Family, prefix: string, suffix: string): Buffer {
-    return Buffer.from(this.cidrLinesView(family, prefix, suffix));
-  }
-  /**
-   * cidrLines() as a view of WASM memory, valid only until the next call into
-   * the core: payloads copy it straight into their own buffer.
+   * rendered inside WASM (payloads with millions of set entries) and returned as
+   * a view of WASM memory, valid only until the next call into the core:
+   * payloads copy it straight into their own buffer. prefix and suffix must be
+   * ASCII.
    */
   cidrLinesView(family: Family, prefix: string, suffix: string): Uint8Array {
     const w = wasm();
@@ -161,7 +152,7 @@ export class AddrSet {
   }
 }
 
-const EMPTY_BYTES = Buffer.alloc(0);
+const EMPTY_BYTES = new Uint8Array(0);
 
 function latin1(s: string): Buffer {
   if (!/^[\x20-\x7e]*$/.test(s)) throw new Error(`core: line text must be printable ASCII: ${JSON.stringify(s)}`);

@@ -46,7 +46,6 @@ export interface FileSum { sha256: string; bytes: number }
 export function renderManifest(plan: Plan, payloads: Payloads | Record<string, string | Buffer | null>, known: Record<string, FileSum> = {}, parts?: ManifestFamilies): string {
   const files: Record<string, FileSum> = {};
   for (const [name, text] of Object.entries(payloads)) {
-    if (name === 'manifest.json') continue;
     const k = known[name];
     if (k) files[name] = k;
     else if (text === null) throw new Error(`manifest: no sum for ${name}`);
