@@ -11,14 +11,14 @@ import { Worker } from 'node:worker_threads';
 import type { CliContext } from '../cli/main.js';
 import { CellwallError, formatDiagnostic, type Diagnostic } from '../errors.js';
 import type { Phase, Policy } from '../policy/model.js';
-import { ipsetHeader, packSets, renderIpset, renderIpsetBytes, setRefs } from '../render/ipset.js';
+import { ipsetInput, renderIpset, renderIpsetBytes } from '../render/ipset.js';
 import type { IpsetWorkerResult, RedundancyResult, WorkerJob } from './worker.js';
 import { packRedundancy, provideRedundant, redundantAsgRules } from './redundancy.js';
 import { renderIptables, ruleText } from '../render/iptables.js';
 import { familyCounts, manifestFamilies, renderManifest, type FileSum, type Payloads } from '../render/manifest.js';
 import { evaluatePlan, type Evaluation, type Packet, type PacketProto } from './evaluate.js';
 import { compileSegment, type CompileResult } from './index.js';
-import type { Plan, PlanSet } from './plan.js';
+import type { Plan } from './plan.js';
 import { locText } from './util.js';
 
 export const BACKENDS = ['iptables', 'nft', 'ebpf'] as const;
@@ -28,20 +28,20 @@ export function renderPayloads(plan: Plan): Payloads {
 }
 
 /**
- * The payloads as bytes, for writing, and the manifest. Given `ipsetStream`,
- * the compile worker has been rendering the ipset payload's sets while this
- * thread compiled; it now puts the payload together, hashes it and (given
- * `writeDir`) writes it to `.ipset.restore.tmp` there, while this thread
+ * The payloads as bytes, for writing, and the manifest. A plan with many set
+ * entries has its ipset payload rendered, hashed and (given `writeDir`)
+ * written to `.ipset.restore.tmp` there by a worker thread, while this thread
  * renders the iptables payloads, the backend's own files and the bulk of the
- * manifest; meanwhile the iptables payloads are written to their temporary
- * names as well. A file already written is null in the result.
+ * manifest (CELLWALL_IPSET_WORKER=1 always, =0 never); meanwhile the
+ * iptables payloads are written to their temporary names as well. A file
+ * already written is null in the result.
  */
-async function renderFiles(plan: Plan, backend: string | undefined, ipsetStream: IpsetStream | undefined, writeDir: string | undefined,
+async function renderFiles(plan: Plan, backend: string | undefined, ipsetWorker: CompileWorker | undefined, writeDir: string | undefined,
   written: string[]): Promise<Record<string, string | Buffer | null>> {
   // with the worker, files go to their temporary names as soon as they are ready (`written`)
-  const early = ipsetStream && writeDir ? writeDir : undefined;
+  const early = ipsetWorker && writeDir ? writeDir : undefined;
   if (early) written.push(tmpName('ipset.restore'));
-  const worker = ipsetStream?.finish(plan, early ? join(early, tmpName('ipset.restore')) : undefined);
+  const worker = ipsetWorker?.ipset(plan, early ? join(early, tmpName('ipset.restore')) : undefined);
   const v4 = Buffer.from(renderIptables(plan, 4));
   const v6 = Buffer.from(renderIptables(plan, 6));
   const known: Record<string, FileSum> = { 'iptables.v4': fileSum(v4), 'iptables.v6': fileSum(v6) };
@@ -83,14 +83,24 @@ function tmpName(name: string): string {
   return `.${name}.tmp`;
 }
 
+/** set entries from which the worker pays off (its start and the copy of the sets cost ~50 ms) */
+const IPSET_WORKER_ENTRIES = 200_000;
+
+/** whether the (running) worker renders the ipset payload */
+function useIpsetWorker(plan: Plan): boolean {
+  if (process.env.CELLWALL_IPSET_WORKER === '1') return true;
+  let n = 0;
+  for (const f of [4, 6] as const) for (const s of plan.families[f].sets) n += s.entries;
+  return n >= IPSET_WORKER_ENTRIES;
+}
+
 const COMPILE_WORKER = new URL('./worker.js', import.meta.url);
 
 /**
  * The compile worker (worker.ts), started before the policy is loaded so that
  * its start-up (a V8 isolate, the modules, the core) overlaps the load; it
- * checks the policy for redundant rules and renders the ipset payload's sets
- * while this thread compiles, then puts that payload together while this
- * thread renders the others. close() when done, or when not needed after all.
+ * checks the policy for redundant rules while this thread compiles, then
+ * renders the ipset payload. close() when done, or when not needed after all.
  */
 class CompileWorker {
   private readonly w = new Worker(COMPILE_WORKER);
@@ -111,19 +121,10 @@ class CompileWorker {
     });
   }
 
-  ask<T>(job: WorkerJob, transfer: ArrayBuffer[]): Promise<T> {
+  private ask<T>(job: WorkerJob, transfer: ArrayBuffer[]): Promise<T> {
     const answer = new Promise<T>((resolve) => this.waiting.set(job.id, resolve as (a: unknown) => void));
     this.w.postMessage(job, transfer);
     return Promise.race([answer, this.failed]);
-  }
-
-  /** a job without an answer (a failure shows in the next answer asked for) */
-  tell(job: WorkerJob, transfer: ArrayBuffer[]): void {
-    this.w.postMessage(job, transfer);
-  }
-
-  id(): number {
-    return this.nextId++;
   }
 
   /** the redundant rules of the policy's security groups (redundancy.ts) */
@@ -134,53 +135,16 @@ class CompileWorker {
       [input.groups.buffer, input.rules.buffer, input.ports.buffer, input.v4.buffer, input.v6.buffer] as ArrayBuffer[]);
   }
 
+  ipset(plan: Plan, writeTo: string | undefined): Promise<IpsetWorkerResult> {
+    const input = ipsetInput(plan);
+    return this.ask({ id: this.nextId++, kind: 'ipset', input, ...(writeTo ? { writeTo } : {}) },
+      [input.meta.buffer, input.parts.buffer, input.v4.buffer, input.v6.buffer] as ArrayBuffer[]);
+  }
+
   close(): void {
     void this.w.terminate();
   }
 }
-
-/**
- * The compiler's sets on their way to the worker, in batches, as they are
- * created (compileSegment's onSet); finish() asks for the payload.
- */
-class IpsetStream {
-  private pending: PlanSet[] = [];
-  private ranges = 0;
-  /** every set sent, in order */
-  private readonly names: string[] = [];
-
-  constructor(private readonly worker: CompileWorker) {}
-
-  readonly add = (s: PlanSet): void => {
-    this.pending.push(s);
-    this.names.push(s.name);
-    const k = s.kind;
-    if (k.type === 'net') this.ranges += k.addrs.v4.length + k.addrs.v6.length;
-    else if (k.type === 'net,port') for (const e of k.byPort) this.ranges += e.addrs.v4.length + e.addrs.v6.length;
-    if (this.ranges >= BATCH_RANGES || this.pending.length >= BATCH_SETS) this.flush();
-  };
-
-  private flush(): void {
-    if (!this.pending.length) return;
-    const batch = packSets(this.pending);
-    this.pending = [];
-    this.ranges = 0;
-    // the packed arrays move to the worker instead of being copied
-    this.worker.tell({ id: this.worker.id(), kind: 'sets', batch }, [batch.meta.buffer, batch.parts.buffer, batch.v4.buffer, batch.v6.buffer] as ArrayBuffer[]);
-  }
-
-  /** the payload of the plan whose sets all came here, written to `writeTo` when given */
-  finish(plan: Plan, writeTo: string | undefined): Promise<IpsetWorkerResult> {
-    this.flush();
-    const planned = plan.families[4].sets.length + plan.families[6].sets.length;
-    if (planned !== this.names.length) throw new Error(`compile: the plan has ${planned} sets, the ipset worker got ${this.names.length}`);
-    const refs = setRefs(plan, this.names);
-    return this.worker.ask({ id: this.worker.id(), kind: 'ipset', header: ipsetHeader(plan), refs, ...(writeTo ? { writeTo } : {}) }, [refs.buffer as ArrayBuffer]);
-  }
-}
-
-/** a batch goes to the worker at this many address ranges or sets */
-const BATCH_RANGES = 1 << 16, BATCH_SETS = 1024;
 
 /** a worker for a policy file big enough to need one, started now (CELLWALL_IPSET_WORKER=1 always, =0 never) */
 function earlyWorker(file: string): CompileWorker | undefined {
@@ -271,12 +235,11 @@ async function compileWith(file: string, o: CompileCliOptions, ctx: CliContext, 
   const policy = await load(file);
   t('load');
   const segment = requireSegment(policy, o.segment);
-  // the worker checks for redundant rules and renders the ipset payload's sets while this thread compiles
+  // the worker checks for redundant rules while this thread compiles
   const redundancy = worker?.redundancy(policy);
-  const ipsetStream = worker ? new IpsetStream(worker) : undefined;
   let result: CompileResult;
   if (redundancy) {
-    const compiled = compileSegment(policy, segment, { redundantRules: false, onSet: ipsetStream!.add });
+    const compiled = compileSegment(policy, segment, { redundantRules: false });
     // (should the worker have failed, the check runs here after all)
     const answer = await redundancy.catch(() => undefined);
     if (answer) provideRedundant(policy, answer.found);
@@ -285,16 +248,17 @@ async function compileWith(file: string, o: CompileCliOptions, ctx: CliContext, 
   t('compile');
   // payloads as bytes once: hashed for the manifest and written from the same buffers
   if (o.out) await mkdir(o.out, { recursive: true });
+  const inWorker = !!worker && useIpsetWorker(result.plan);
   let files: Record<string, string | Buffer | null>;
   const written: string[] = [];
   try {
-    files = await renderFiles(result.plan, o.backend, ipsetStream, o.out && !o.print ? o.out : undefined, written);
+    files = await renderFiles(result.plan, o.backend, inWorker ? worker : undefined, o.out && !o.print ? o.out : undefined, written);
   } catch (e) {
     // files written early are not renamed into place: nothing in --out changed
     for (const tmp of written) await rm(join(o.out!, tmp), { force: true }).catch(() => {});
     throw e;
   }
-  t(ipsetStream ? 'render (the ipset payload in a worker thread)' : 'render');
+  t(inWorker ? 'render (the ipset payload in a worker thread)' : 'render');
   if (o.out) {
     // every file is written under its temporary name before any is renamed into place:
     // a failed write leaves the previous files of --out as they were

@@ -45,8 +45,6 @@ export interface CompileOptions {
   smallPorts?: number;
   /** false: leave out the (policy-level) redundant-rule warnings, which the caller computes elsewhere */
   redundantRules?: boolean;
-  /** called with every set as it is created (complete, except for `locs`, which may grow) */
-  onSet?: (s: PlanSet) => void;
 }
 
 export interface CompileResult {
@@ -172,10 +170,8 @@ class Ctx {
   private readonly bound = new Set<AsgRule>();
   private readonly dynamicGroups: string[];
   private readonly staticGroups: string[];
-  readonly onSet: ((s: PlanSet) => void) | undefined;
 
   constructor(readonly policy: Policy, readonly segment: Segment, opts: CompileOptions) {
-    this.onSet = opts.onSet;
     this.maxEntries = opts.maxSetEntries ?? DEFAULT_MAX_SET_ENTRIES;
     this.smallPorts = opts.smallPorts ?? DEFAULT_SMALL_PORTS;
     this.dynamicGroups = [...policy.groups.values()].filter((g) => g.kind === 'dynamic').map((g) => g.name).sort();
@@ -619,13 +615,8 @@ class FamilyCompiler {
         'fewer, larger destination ranges (aggregate the destinations) or split the entry');
     }
     const { maxelem, hashsize } = sizing(kind.type, entries);
-    this.addSet({ name, family: this.f, kind, entries, hashsize, maxelem, what, locs: dedupeLocs(locs).slice(0, 64) });
+    this.sets.set(name, { name, family: this.f, kind, entries, hashsize, maxelem, what, locs: dedupeLocs(locs).slice(0, 64) });
     return name;
-  }
-
-  private addSet(s: PlanSet): void {
-    this.sets.set(s.name, s);
-    this.ctx.onSet?.(s);
   }
 
   private netSet(addrs: AddrSet, what: string, locs: SourceLoc[], isDest = false): string | null {
@@ -683,7 +674,7 @@ class FamilyCompiler {
     names.set(group, name);
     if (!this.sets.has(name)) {
       const g = this.ctx.policy.groups.get(group)!;
-      this.addSet({
+      this.sets.set(name, {
         name, family: this.f, kind: { type: 'dynamic', group, phase }, entries: 0,
         hashsize: DYNAMIC_SET.hashsize, maxelem: DYNAMIC_SET.maxelem, what: `${phase} members of ${group}`, locs: [g.loc],
       });

@@ -37,28 +37,19 @@ export function renderIpset(plan: Plan): string {
  * never turned into JS strings (115 MB at CF scale).
  */
 export function renderIpsetBytes(plan: Plan): Buffer {
-  const sets = [...plan.families[4].sets, ...plan.families[6].sets];
-  const r = new IpsetRenderer();
-  r.add(packSets(sets));
-  return Buffer.concat(r.payload(ipsetHeader(plan), setRefs(plan, sets.map((s) => s.name))));
-}
-
-/** the comment lines the payload starts with */
-export function ipsetHeader(plan: Plan): string[] {
-  return [
-    commentLine(`cellwall ${plan.cellwallVersion} segment ${plan.segment} policy ${plan.policyHash}`),
-    commentLine('load with: ipset restore (before iptables-restore / ip6tables-restore)'),
-  ];
+  return renderIpsetInput(ipsetInput(plan));
 }
 
 /**
- * Sets packed into a few arrays: a worker thread receives them (as the
- * compiler creates them, in batches) at the cost of a copy of the
- * addresses, not of 10^5 objects.
+ * What the ipset payload is made of, packed into a few arrays: a worker
+ * thread receives it at the cost of a copy of the addresses (compile renders
+ * this payload in parallel with the iptables ones and the manifest), not of
+ * 10^5 objects.
  */
-export interface IpsetBatch {
+export interface IpsetInput {
+  header: string[];
   names: string[];
-  /** per set, META fields: type, family, hashsize, maxelem, first part, parts, own lookups (entries or members), entries */
+  /** per set, META fields: type, family, hashsize, maxelem, first part, parts, lookups, entries */
   meta: Float64Array;
   /** per part, PART fields: protocol (0 none, 1 tcp, 2 udp), port, first range, ranges; for a list: index into lists */
   parts: Float64Array;
@@ -69,24 +60,24 @@ export interface IpsetBatch {
 
 const META = 8, PART = 4;
 const TYPES: Array<PlanSet['kind']['type']> = ['dynamic', 'net', 'net,port', 'list'];
-const LIST = TYPES.indexOf('list');
 
-export function packSets(sets: PlanSet[]): IpsetBatch {
+export function ipsetInput(plan: Plan): IpsetInput {
+  const refs = setRefs(plan);
+  const sets = [...plan.families[4].sets, ...plan.families[6].sets];
   let nParts = 0, n4 = 0, n6 = 0;
+  const count = (f: Family, a: AddrSet) => { nParts++; if (f === 4) n4 += a.v4.length; else n6 += a.v6.length; };
   for (const s of sets) {
     const k = s.kind;
-    if (k.type === 'net') {
-      nParts++;
-      if (s.family === 4) n4 += k.addrs.v4.length; else n6 += k.addrs.v6.length;
-    } else if (k.type === 'net,port') {
-      for (const e of k.byPort) {
-        nParts++;
-        if (s.family === 4) n4 += e.addrs.v4.length; else n6 += e.addrs.v6.length;
-      }
-    } else if (k.type === 'list') nParts++;
+    if (k.type === 'net') count(s.family, k.addrs);
+    else if (k.type === 'net,port') for (const e of k.byPort) count(s.family, e.addrs);
+    else if (k.type === 'list') nParts++;
   }
-  const b: IpsetBatch = {
-    names: new Array<string>(sets.length),
+  const input: IpsetInput = {
+    header: [
+      commentLine(`cellwall ${plan.cellwallVersion} segment ${plan.segment} policy ${plan.policyHash}`),
+      commentLine('load with: ipset restore (before iptables-restore / ip6tables-restore)'),
+    ],
+    names: sets.map((s) => s.name),
     meta: new Float64Array(sets.length * META),
     parts: new Float64Array(nParts * PART),
     v4: new Uint32Array(n4),
@@ -96,53 +87,55 @@ export function packSets(sets: PlanSet[]): IpsetBatch {
   let p = 0, o4 = 0, o6 = 0;
   const part = (proto: number, port: number, f: Family, a: AddrSet) => {
     const at = p++ * PART;
-    b.parts[at] = proto;
-    b.parts[at + 1] = port;
+    input.parts[at] = proto;
+    input.parts[at + 1] = port;
     if (f === 4) {
-      b.v4.set(a.v4, o4);
-      b.parts[at + 2] = o4;
-      b.parts[at + 3] = a.v4.length;
+      input.v4.set(a.v4, o4);
+      input.parts[at + 2] = o4;
+      input.parts[at + 3] = a.v4.length;
       o4 += a.v4.length;
     } else {
-      b.v6.set(a.v6, o6);
-      b.parts[at + 2] = o6;
-      b.parts[at + 3] = a.v6.length;
+      input.v6.set(a.v6, o6);
+      input.parts[at + 2] = o6;
+      input.parts[at + 3] = a.v6.length;
       o6 += a.v6.length;
     }
   };
-  for (let i = 0; i < sets.length; i++) {
-    const s = sets[i], k = s.kind, m = i * META, first = p;
-    b.names[i] = s.name;
+  sets.forEach((s, i) => {
+    const k = s.kind;
+    const m = i * META;
+    const first = p;
     if (k.type === 'net') part(0, 0, s.family, k.addrs);
     else if (k.type === 'net,port') for (const e of k.byPort) part(e.proto === 'tcp' ? 1 : 2, e.port, s.family, e.addrs);
     else if (k.type === 'list') {
-      b.parts[p++ * PART + 2] = b.lists.length;
-      b.lists.push(k.members);
+      input.parts[p++ * PART + 2] = input.lists.length;
+      input.lists.push(k.members);
     }
-    b.meta[m] = TYPES.indexOf(k.type);
-    b.meta[m + 1] = s.family;
-    b.meta[m + 2] = s.hashsize;
-    b.meta[m + 3] = s.maxelem;
-    b.meta[m + 4] = first;
-    b.meta[m + 5] = p - first;
-    b.meta[m + 6] = k.type === 'list' ? k.members.length : s.entries;
-    b.meta[m + 7] = s.entries;
-  }
-  return b;
+    input.meta.set([TYPES.indexOf(k.type), s.family, s.hashsize, s.maxelem, first, p - first,
+      (k.type === 'list' ? k.members.length : s.entries) + (refs.get(s.name) ?? 0), s.entries], m);
+  });
+  return input;
 }
 
-/**
- * How often each set (by index into `names`) is named by a rule match or as
- * a list member.
- */
-export function setRefs(plan: Plan, names: string[]): Float64Array {
-  const index = new Map<string, number>();
-  names.forEach((n, i) => index.set(n, i));
-  const refs = new Float64Array(names.length);
-  const ref = (name: string | undefined) => {
-    const i = name === undefined ? undefined : index.get(name);
-    if (i !== undefined) refs[i]++;
-  };
+/** Render an IpsetInput (in this thread or a worker's). */
+export function renderIpsetInput(input: IpsetInput): Buffer {
+  const out = new Lines(sizeHint(input));
+  for (const h of input.header) out.push(h);
+  for (const i of loadOrder(input)) renderSet(input, i, out);
+  return out.bytes();
+}
+
+/** bytes the payload will take, about: entries x a typical line (only sizes the first buffer) */
+function sizeHint(input: IpsetInput): number {
+  let n = 0;
+  for (let i = 0; i < input.names.length; i++) n += input.meta[i * META + 7] * (input.meta[i * META + 1] === 4 ? 64 : 80);
+  return n + input.names.length * 100;
+}
+
+/** how often each set is named: by a rule match or as a list member */
+function setRefs(plan: Plan): Map<string, number> {
+  const refs = new Map<string, number>();
+  const ref = (name: string | undefined) => { if (name) refs.set(name, (refs.get(name) ?? 0) + 1); };
   for (const f of [4, 6] as const) {
     for (const c of plan.families[f].chains) for (const r of c.rules) { ref(r.match.src?.set); ref(r.match.dst?.set); }
     for (const s of plan.families[f].sets) if (s.kind.type === 'list') s.kind.members.forEach(ref);
@@ -151,79 +144,44 @@ export function setRefs(plan: Plan, names: string[]): Float64Array {
 }
 
 /**
- * Renders sets in the order they come (the compiler's, in batches) and puts
- * the payload together in load order at the end. The bytes live in a few
- * large blocks: text lines are encoded into them, the core's add lines copied
- * straight from WASM memory (no Buffer per set: 10^5 small external
- * allocations cost more in garbage collection than the rendering itself).
+ * The order sets are created in (indices into input.names). The kernel and
+ * the ipset tool find a set by name with a linear scan in creation order:
+ * once per `add` line, once per list member, and once per `-m set` match
+ * when iptables-restore loads the rules. So the sets looked up most
+ * (entries + rule references + list memberships) are created first; list:set
+ * sets come last (after their members), also by lookups. At a tenth of CF
+ * scale, largest-first cut ipset restore's user CPU from 1.47 s to 0.55 s.
  */
-export class IpsetRenderer {
-  private readonly blocks: Buffer[] = [];
-  private buf: Buffer = Buffer.alloc(0);
+function loadOrder(input: IpsetInput): number[] {
+  const { meta, names } = input;
+  const LIST = TYPES.indexOf('list');
+  const rank = (i: number) => (meta[i * META] === LIST ? 1 : 0);
+  const lookups = (i: number) => meta[i * META + 6];
+  return names.map((_, i) => i).sort((a, b) => rank(a) - rank(b) || lookups(b) - lookups(a) || (names[a] < names[b] ? -1 : names[a] > names[b] ? 1 : 0));
+}
+
+/**
+ * The payload's bytes, in one growing buffer: text lines are encoded into
+ * it, the core's add lines copied straight from WASM memory (no Buffer per
+ * set: 10^5 small external allocations cost more in garbage collection than
+ * the rendering itself).
+ */
+class Lines {
+  private buf: Buffer;
   private len = 0;
-  /** per set: block, start, end of its lines */
-  private readonly at: number[] = [];
-  private readonly names: string[] = [];
-  /** per set: 1 for a list:set, lookups without references */
-  private readonly list: number[] = [];
-  private readonly own: number[] = [];
 
-  /** blockBytes: the size of a block (tests make it tiny) */
-  constructor(private readonly blockBytes = BLOCK) {}
-
-  get count(): number { return this.names.length; }
-
-  add(b: IpsetBatch): void {
-    for (let i = 0; i < b.names.length; i++) {
-      // a set's lines stay in one block (moved to a new one when they outgrow it)
-      this.chunkStart = this.len;
-      const m = i * META;
-      this.reserve(200 + b.meta[m + 7] * (b.meta[m + 1] === 4 ? 64 : 96));
-      this.renderSet(b, i);
-      this.at.push(this.blocks.length, this.chunkStart, this.len);
-      this.names.push(b.names[i]);
-      this.list.push(b.meta[m] === LIST ? 1 : 0);
-      this.own.push(b.meta[m + 6]);
-    }
+  constructor(sizeHint: number) {
+    this.buf = Buffer.allocUnsafe(Math.max(4096, sizeHint));
   }
-
-  /**
-   * The payload: header lines, then every set in load order, as slices of
-   * the blocks (nothing copied). `refs[i]`: references to set i (setRefs).
-   *
-   * Load order: the kernel and the ipset tool find a set by name with a
-   * linear scan in creation order: once per `add` line, once per list
-   * member, and once per `-m set` match when iptables-restore loads the
-   * rules. So the sets looked up most (entries + rule references + list
-   * memberships) are created first; list:set sets come last (after their
-   * members), also by lookups. At a tenth of CF scale, largest-first cut
-   * ipset restore's user CPU from 1.47 s to 0.55 s.
-   */
-  payload(header: string[], refs: ArrayLike<number>): Buffer[] {
-    if (refs.length !== this.names.length) throw new Error(`ipset payload: ${refs.length} reference counts for ${this.names.length} sets`);
-    const { names, list, own } = this;
-    const lookups = (i: number) => own[i] + refs[i];
-    const order = names.map((_, i) => i).sort((a, b) => list[a] - list[b] || lookups(b) - lookups(a) || (names[a] < names[b] ? -1 : names[a] > names[b] ? 1 : 0));
-    const blocks = [...this.blocks, this.buf];
-    const out: Buffer[] = [Buffer.from(header.map((h) => `${h}\n`).join(''), 'utf8')];
-    for (const i of order) out.push(blocks[this.at[i * 3]].subarray(this.at[i * 3 + 1], this.at[i * 3 + 2]));
-    return out;
-  }
-
-  private chunkStart = 0;
 
   private reserve(n: number): void {
     if (this.len + n <= this.buf.length) return;
-    // a new block; the lines of the set being rendered move along
-    const next = Buffer.allocUnsafe(Math.max(this.blockBytes, 2 * (this.len - this.chunkStart + n)));
-    this.buf.copy(next, 0, this.chunkStart, this.len);
-    if (this.chunkStart > 0) this.blocks.push(this.buf);
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + n));
+    this.buf.copy(next, 0, 0, this.len);
     this.buf = next;
-    this.len -= this.chunkStart;
-    this.chunkStart = 0;
   }
 
-  private push(line: string): void {
+  push(line: string): void {
     // UTF-8 takes at most 3 bytes per UTF-16 unit
     this.reserve(line.length * 3 + 1);
     this.len += this.buf.write(line, this.len, 'utf8');
@@ -231,49 +189,53 @@ export class IpsetRenderer {
   }
 
   /** lines already rendered, each ending in a newline */
-  private pushBytes(b: Uint8Array): void {
+  pushBytes(b: Uint8Array): void {
     this.reserve(b.length);
     this.buf.set(b, this.len);
     this.len += b.length;
   }
 
-  private renderSet(b: IpsetBatch, i: number): void {
-    const name = b.names[i];
-    const m = i * META;
-    const type = TYPES[b.meta[m]];
-    const family = b.meta[m + 1] as Family;
-    const hashsize = b.meta[m + 2], maxelem = b.meta[m + 3];
-    const first = b.meta[m + 4], nParts = b.meta[m + 5];
-    switch (type) {
-      case 'dynamic':
-        this.push(`create ${name} ${DYNAMIC_SET.type} family ${familyWord(family)} hashsize ${DYNAMIC_SET.hashsize} maxelem ${DYNAMIC_SET.maxelem} -exist`);
-        return;
-      case 'net':
-      case 'net,port':
-        this.push(`create ${name} hash:${type} family ${familyWord(family)} hashsize ${hashsize} maxelem ${maxelem} -exist`);
-        for (let p = first; p < first + nParts; p++) {
-          const at = p * PART;
-          const proto = b.parts[at], off = b.parts[at + 2], len = b.parts[at + 3];
-          const addrs = family === 4 ? new AddrSet(b.v4.subarray(off, off + len), NO6) : new AddrSet(NO4, b.v6.subarray(off, off + len));
-          // `add NAME <cidr><suffix>` for every CIDR, rendered by the core in one call (millions of lines at CF scale)
-          this.pushBytes(ipsetForm(addrs, family).cidrLinesView(family, `add ${name} `,
-            proto === 0 ? ' -exist' : `,${proto === 1 ? 'tcp' : 'udp'}:${b.parts[at + 1]} -exist`));
-        }
-        return;
-      case 'list':
-        this.push(`create ${name} list:set size ${maxelem} -exist`);
-        for (const mem of b.lists[b.parts[first * PART + 2]]) this.push(`add ${name} ${mem} -exist`);
-        return;
-    }
+  bytes(): Buffer {
+    return this.buf.subarray(0, this.len);
   }
 }
-
-/** bytes per block of the payload (a set larger than this gets a block of its own) */
-const BLOCK = 32 << 20;
 
 function familyWord(f: Family): string {
   return f === 4 ? 'inet' : 'inet6';
 }
 
+function renderSet(input: IpsetInput, i: number, out: Lines): void {
+  const name = input.names[i];
+  const m = i * META;
+  const type = TYPES[input.meta[m]];
+  const family = input.meta[m + 1] as Family;
+  const hashsize = input.meta[m + 2], maxelem = input.meta[m + 3];
+  const first = input.meta[m + 4], nParts = input.meta[m + 5];
+  switch (type) {
+    case 'dynamic':
+      out.push(`create ${name} ${DYNAMIC_SET.type} family ${familyWord(family)} hashsize ${DYNAMIC_SET.hashsize} maxelem ${DYNAMIC_SET.maxelem} -exist`);
+      return;
+    case 'net':
+    case 'net,port':
+      out.push(`create ${name} hash:${type} family ${familyWord(family)} hashsize ${hashsize} maxelem ${maxelem} -exist`);
+      for (let p = first; p < first + nParts; p++) {
+        const at = p * PART;
+        const proto = input.parts[at], off = input.parts[at + 2], len = input.parts[at + 3];
+        const addrs = family === 4 ? new AddrSet(input.v4.subarray(off, off + len), NO6) : new AddrSet(NO4, input.v6.subarray(off, off + len));
+        addLines(out, addrs, family, `add ${name} `, proto === 0 ? ' -exist' : `,${proto === 1 ? 'tcp' : 'udp'}:${input.parts[at + 1]} -exist`);
+      }
+      return;
+    case 'list':
+      out.push(`create ${name} list:set size ${maxelem} -exist`);
+      for (const mem of input.lists[input.parts[first * PART + 2]]) out.push(`add ${name} ${mem} -exist`);
+      return;
+  }
+}
+
 const NO4 = new Uint32Array(0);
 const NO6 = new BigUint64Array(0);
+
+/** `add NAME <cidr><suffix>` for every CIDR, rendered by the core in one call (millions of lines at CF scale) */
+function addLines(out: Lines, addrs: AddrSet, f: Family, prefix: string, suffix: string): void {
+  out.pushBytes(ipsetForm(addrs, f).cidrLinesView(f, prefix, suffix));
+}

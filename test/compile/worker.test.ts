@@ -17,8 +17,6 @@ import { generateCfScale } from '../../bench/cfscale.js';
 import { renderAll } from '../../src/compile/cli.js';
 import { compileSegment } from '../../src/compile/index.js';
 import { loadPolicy } from '../../src/policy/index.js';
-import type { PlanSet } from '../../src/compile/plan.js';
-import { ipsetHeader, IpsetRenderer, packSets, renderIpset, setRefs } from '../../src/render/ipset.js';
 import { findPackedRedundant, packRedundancy, redundantAsgRules, redundantDiagnostics } from '../../src/compile/redundancy.js';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cellwall.js');
@@ -129,28 +127,6 @@ describe('the redundant-rule check on packed rules (what the worker gets)', () =
       const direct = redundantAsgRules(policy);
       expect(direct.length).toBeGreaterThan(10);
       expect(redundantDiagnostics(policy, findPackedRedundant(packRedundancy(policy)))).toEqual(direct);
-    }
-  });
-});
-
-describe('the ipset payload rendered set by set as the compiler creates them (what the worker does)', () => {
-  it('is the same payload whatever the batches, their order and the block size', async () => {
-    const file = join(dir, 'stream.json');
-    writeFileSync(file, JSON.stringify(generateCfScale(14, { asgs: 50, rulesPerAsg: 8, maxDestinations: 300, spaces: 12, apps: 30, appRules: 60, globalAsgs: 2 })));
-    const policy = await loadPolicy(file);
-    const arrived: PlanSet[] = [];
-    const { plan } = compileSegment(policy, 'shared', { onSet: (s) => arrived.push(s) });
-    const expected = renderIpset(plan);
-    expect(expected.split('\n').filter((l) => l.startsWith('add ')).length).toBeGreaterThan(2000);
-    // every set of the plan came through onSet, once
-    expect(arrived.map((s) => s.name).sort()).toEqual([...plan.families[4].sets, ...plan.families[6].sets].map((s) => s.name).sort());
-    const shuffled = [...arrived].reverse();
-    for (const [sets, batch, block] of [[arrived, 7, 256], [shuffled, 1, 64], [arrived, 10_000, 1 << 20]] as const) {
-      const r = new IpsetRenderer(block);
-      for (let i = 0; i < sets.length; i += batch) r.add(packSets(sets.slice(i, i + batch)));
-      expect(r.count).toBe(sets.length);
-      const got = Buffer.concat(r.payload(ipsetHeader(plan), setRefs(plan, sets.map((s) => s.name)))).toString('utf8');
-      expect(got === expected, `batches of ${batch}, blocks of ${block} bytes`).toBe(true);
     }
   });
 });
