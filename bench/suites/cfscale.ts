@@ -11,7 +11,7 @@ import {
 } from '../cfscale.js';
 import { repoRoot } from '../data/geoip.js';
 import { runOnce } from '../lib/measure.js';
-import { kernelMissing, type LoadStep, loadedCounts, timedLoad, withNamespace } from '../lib/netns.js';
+import { firstPacketCost, kernelMissing, type LoadStep, loadedCounts, timedLoad, withNamespace } from '../lib/netns.js';
 import { type Figure, type Row, row } from '../lib/report.js';
 
 export interface CfScaleOptions {
@@ -30,16 +30,28 @@ const count = (name: string, value: number, detail?: Record<string, unknown>): F
 const bytes = (name: string, value: number, detail?: Record<string, unknown>): Figure => ({ name, value, unit: 'bytes', detail });
 const ms = (name: string, value: number, detail?: Record<string, unknown>): Figure => ({ name, value, unit: 'ms', detail });
 
+/**
+ * First-packet cost: a container of the segment's container network (in no
+ * group: every bucket's source is checked) connects to an address no ASG of
+ * the generated policy allows, so the packet walks the whole running chain
+ * and is refused by the default deny (tcp-reset).
+ */
+const FIRST_PACKET = { src: '10.255.0.10', dst: '203.0.113.10', connects: 400 };
+
 async function loadBoth(out: string, naive: { v4: string; v6: string }, budgetMs: number, log: (m: string) => void) {
-  const cw = await withNamespace('cwload', (ns) => {
+  const cw = await withNamespace('cwload', async (ns) => {
     const steps: LoadStep[] = [timedLoad(ns, ['ipset', 'restore', '-f', join(out, 'ipset.restore')], budgetMs)];
     if (steps[0].ok) {
       steps.push(timedLoad(ns, ['iptables-restore', '--noflush', join(out, 'iptables.v4')], budgetMs));
       steps.push(timedLoad(ns, ['ip6tables-restore', '--noflush', join(out, 'iptables.v6')], budgetMs));
     }
-    return { steps, loaded: loadedCounts(ns) };
+    const loaded = loadedCounts(ns);
+    // the loaded namespace becomes a cell: a container's new connections go through the rules
+    const firstPacket = steps.length === 3 && steps.every((s) => s.ok) ? await firstPacketCost(ns, FIRST_PACKET.src, FIRST_PACKET.dst, FIRST_PACKET.connects) : null;
+    return { steps, loaded, firstPacket };
   });
   log(`  cellwall load: ${cw.steps.map((s) => `${s.command.split(' ')[0]} ${s.ok ? `${(s.ms / 1000).toFixed(1)} s` : s.error}`).join('; ')}`);
+  if (cw.firstPacket) log(`  first packet of a new connection: median ${cw.firstPacket.medianUs} us, p90 ${cw.firstPacket.p90Us} us (${JSON.stringify(cw.firstPacket)})`);
   const nv = await withNamespace('nvload', (ns) => {
     const steps = [
       timedLoad(ns, ['iptables-restore', naive.v4], budgetMs),
@@ -47,8 +59,11 @@ async function loadBoth(out: string, naive: { v4: string; v6: string }, budgetMs
     ];
     return { steps, loaded: loadedCounts(ns) };
   });
+  // the same connects through a cell with no rules at all
+  const bare = cw.firstPacket ? await withNamespace('bare', (ns) => firstPacketCost(ns, FIRST_PACKET.src, FIRST_PACKET.dst, FIRST_PACKET.connects)) : null;
+  if (bare) log(`  first packet through a cell without rules: median ${bare.medianUs} us, p90 ${bare.p90Us} us`);
   log(`  naive load: ${nv.steps.map((s) => `${s.command.split(' ')[0]} ${s.ok ? `${(s.ms / 1000).toFixed(1)} s` : s.error}`).join('; ')}`);
-  return { cw, nv };
+  return { cw, nv, bare };
 }
 
 async function oneScale(tag: 'full' | 'tenth', shape: CfScaleShape, o: CfScaleOptions): Promise<{ rows: Row[]; detail: unknown }> {
@@ -119,8 +134,20 @@ async function oneScale(tag: 'full' | 'tenth', shape: CfScaleShape, o: CfScaleOp
   if (missing) {
     o.log(`  kernel load skipped: ${missing}`);
   } else {
-    const { cw, nv } = await loadBoth(out, naive.files, o.loadBudgetMs, o.log);
-    load = { cellwall: cw, naive: nv, budgetMs: o.loadBudgetMs };
+    const { cw, nv, bare } = await loadBoth(out, naive.files, o.loadBudgetMs, o.log);
+    load = { cellwall: cw, naive: nv, bare, budgetMs: o.loadBudgetMs };
+    if (cw.firstPacket && bare) {
+      const fp = cw.firstPacket;
+      rows.push(row({
+        suite: 'cfscale', task: `${label}: first packet of a new connection (median, worst case)`,
+        cellwall: ms('connect through the loaded cell', fp.medianUs / 1000, { ...fp, ...FIRST_PACKET }),
+        peer: ms('connect through a cell without rules', bare.medianUs / 1000, { ...bare }), target: null,
+        // the path measured is the refused one: every connect must have ended in the default deny's reset
+        agree: fp.refused === fp.connects ? null : false,
+        note: fp.refused === fp.connects ? 'source in no group, destination no ASG allows: the whole running chain, then tcp-reset'
+          : `expected every connect refused by the default deny, got ${fp.ok} accepted, ${fp.other} other`,
+      }));
+    }
     const total = (steps: LoadStep[]) => steps.reduce((a, s) => a + s.ms, 0);
     const done = (steps: LoadStep[]) => steps.every((s) => s.ok);
     const cwDone = done(cw.steps) && cw.steps.length === 3;
