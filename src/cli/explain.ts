@@ -14,6 +14,8 @@ export function register(program: Command, ctx: CliContext): void {
     .requiredOption('--dst <ip>', 'destination address')
     .option('--phase <phase>', 'running | staging (staging needs --member)', 'running')
     .option('--member <group>', 'the source is in this dynamic group\'s member set for --phase (repeatable)', collect)
+    .option('--dst-member <group>', 'the destination is in this dynamic group\'s member set for --dst-phase (repeatable)', collect)
+    .option('--dst-phase <phase>', 'running | staging: the phase of the destination\'s --dst-member sets (default running)')
     .option('--proto <proto>', 'tcp | udp | icmp | icmpv6', 'tcp')
     .option('--port <n>', 'destination port (tcp/udp)')
     .option('--type <n>', 'icmp type (default: echo request)')

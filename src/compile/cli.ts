@@ -16,7 +16,7 @@ import type { IpsetWorkerResult, RedundancyResult, WorkerJob } from './worker.js
 import { packRedundancy, provideRedundant, redundantAsgRules } from './redundancy.js';
 import { renderIptables, ruleText } from '../render/iptables.js';
 import { familyCounts, manifestFamilies, renderManifest, type FileSum, type Payloads } from '../render/manifest.js';
-import { evaluatePlan, type Evaluation, type Packet, type PacketProto } from './evaluate.js';
+import { evaluatePlan, type Evaluation, type Membership, type Packet, type PacketProto } from './evaluate.js';
 import { compileSegment, type CompileResult } from './index.js';
 import type { Plan } from './plan.js';
 import { locText } from './util.js';
@@ -317,6 +317,8 @@ export interface ExplainCliOptions {
   dst?: string;
   phase?: string;
   member?: string[];
+  dstPhase?: string;
+  dstMember?: string[];
   proto?: string;
   port?: string;
   type?: string;
@@ -334,21 +336,30 @@ function intOption(name: string, v: string | undefined, min: number, max: number
 }
 
 /** Turn explain options into a packet and membership, checking them against the policy. */
-export function explainQuery(policy: Policy, o: ExplainCliOptions): { packet: Packet; phase: Phase; groups: string[] } {
+export function explainQuery(policy: Policy, o: ExplainCliOptions): { packet: Packet; phase: Phase; groups: string[]; dst: Membership } {
   if (!o.src) throw new CellwallError('--src IP is required');
   if (!o.dst) throw new CellwallError('--dst IP is required');
-  const phase = (o.phase ?? 'running') as Phase;
-  if (phase !== 'running' && phase !== 'staging') throw new CellwallError(`--phase: expected running or staging, got ${JSON.stringify(o.phase)}`);
+  const phaseOf = (option: string, v: string | undefined): Phase => {
+    const ph = v ?? 'running';
+    if (ph !== 'running' && ph !== 'staging') throw new CellwallError(`--${option}: expected running or staging, got ${JSON.stringify(v)}`);
+    return ph;
+  };
+  const phase = phaseOf('phase', o.phase);
+  const dstPhase = phaseOf('dst-phase', o.dstPhase);
   const protos = ['tcp', 'udp', 'icmp', 'icmpv6'];
   const proto = (o.proto ?? 'tcp') as PacketProto;
   if (!protos.includes(proto)) throw new CellwallError(`--proto: expected one of ${protos.join(', ')}, got ${JSON.stringify(o.proto)}`);
   const groups = o.member ?? [];
+  const dstGroups = o.dstMember ?? [];
   const dynamic = [...policy.groups.values()].filter((g) => g.kind === 'dynamic').map((g) => g.name);
-  for (const g of groups) {
-    if (!dynamic.includes(g)) {
-      throw new CellwallError(`--member ${JSON.stringify(g)}: not a dynamic group (dynamic groups: ${dynamic.join(', ') || 'none'}); static group membership follows from --src`);
+  for (const [option, list, addr] of [['member', groups, '--src'], ['dst-member', dstGroups, '--dst']] as const) {
+    for (const g of list) {
+      if (!dynamic.includes(g)) {
+        throw new CellwallError(`--${option} ${JSON.stringify(g)}: not a dynamic group (dynamic groups: ${dynamic.join(', ') || 'none'}); static group membership follows from ${addr}`);
+      }
     }
   }
+  if (o.dstPhase !== undefined && dstGroups.length === 0) throw new CellwallError('--dst-phase needs --dst-member GROUP');
   if (phase === 'staging' && groups.length === 0) {
     throw new CellwallError('--phase staging needs --member GROUP: a source is staging only through a dynamic group\'s staging member set');
   }
@@ -359,7 +370,7 @@ export function explainQuery(policy: Policy, o: ExplainCliOptions): { packet: Pa
   const code = intOption('code', o.code, 0, 255);
   if ((proto === 'tcp' || proto === 'udp') && (type !== undefined || code !== undefined)) throw new CellwallError(`--type/--code are for icmp/icmpv6 only`);
   const packet: Packet = { src: o.src, dst: o.dst, proto, ...(port !== undefined ? { port } : {}), ...(type !== undefined ? { type } : {}), ...(code !== undefined ? { code } : {}), established: !!o.established };
-  return { packet, phase, groups };
+  return { packet, phase, groups, dst: { phase: dstPhase, groups: dstGroups } };
 }
 
 export async function runExplain(file: string, o: ExplainCliOptions, ctx: CliContext): Promise<number> {
@@ -367,7 +378,7 @@ export async function runExplain(file: string, o: ExplainCliOptions, ctx: CliCon
   const segment = requireSegment(policy, o.segment);
   const q = explainQuery(policy, o);
   const { plan } = compileSegment(policy, segment);
-  const ev = evaluatePlan(plan, q.packet, { phase: q.phase, groups: q.groups });
+  const ev = evaluatePlan(plan, q.packet, { phase: q.phase, groups: q.groups }, q.dst);
   if (o.json) {
     ctx.stdout.write(JSON.stringify(explainJson(plan, ev, q), null, 2) + '\n');
     return 0;
@@ -376,10 +387,11 @@ export async function runExplain(file: string, o: ExplainCliOptions, ctx: CliCon
   return 0;
 }
 
-function explainJson(plan: Plan, ev: Evaluation, q: { packet: Packet; phase: Phase; groups: string[] }) {
+function explainJson(plan: Plan, ev: Evaluation, q: { packet: Packet; phase: Phase; groups: string[]; dst: Membership }) {
   const sets = new Map(plan.families[ev.family].sets.map((s) => [s.name, s]));
   return {
     segment: plan.segment, mode: plan.mode, packet: q.packet, phase: q.phase, members: q.groups,
+    ...(q.dst.groups.length ? { dstPhase: q.dst.phase, dstMembers: q.dst.groups } : {}),
     verdict: ev.verdict, target: ev.target, ...(ev.rejectWith ? { rejectWith: ev.rejectWith } : {}),
     step: ev.step, stepName: ev.step === null ? null : STEP_NAMES[ev.step], what: ev.what,
     locs: ev.locs.map((l) => ({ at: locText(l, plan.policyFile), path: l.path })),

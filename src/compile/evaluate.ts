@@ -25,7 +25,7 @@ export interface Packet {
   established?: boolean;
 }
 
-/** Dynamic group membership of the source (what `cellwall members add` put in the member sets). */
+/** Dynamic group membership of an address (what `cellwall members add` put in the member sets). */
 export interface Membership {
   phase: Phase;
   groups: string[];
@@ -65,7 +65,10 @@ export function packetFamily(p: Packet): Family {
   return fs as Family;
 }
 
-export function evaluatePlan(plan: Plan, pkt: Packet, members: Membership = { phase: 'running', groups: [] }): Evaluation {
+const NO_GROUPS: Membership = { phase: 'running', groups: [] };
+
+/** `members`: the source's dynamic groups; `dstMembers`: the destination's (an app container of a dynamic group) */
+export function evaluatePlan(plan: Plan, pkt: Packet, members: Membership = NO_GROUPS, dstMembers: Membership = NO_GROUPS): Evaluation {
   const family = packetFamily(pkt);
   if ((pkt.proto === 'icmp' && family === 6) || (pkt.proto === 'icmpv6' && family === 4)) {
     throw new CellwallError(`--proto ${pkt.proto} does not exist for IPv${family} (use ${family === 6 ? 'icmpv6' : 'icmp'})`);
@@ -74,7 +77,7 @@ export function evaluatePlan(plan: Plan, pkt: Packet, members: Membership = { ph
   const chains = new Map<string, PlanChain>(fp.chains.map((c) => [c.name, c]));
   const sets = new Map<string, PlanSet>(fp.sets.map((s) => [s.name, s]));
   const ctx: MatchCtx = {
-    pkt, members, sets,
+    pkt, members, dstMembers, sets,
     srcSet: AddrSet.of([pkt.src]),
     dstSet: AddrSet.of([pkt.dst]),
     type: pkt.type ?? (pkt.proto === 'icmpv6' ? 128 : 8),
@@ -125,6 +128,7 @@ export function evaluatePlan(plan: Plan, pkt: Packet, members: Membership = { ph
 interface MatchCtx {
   pkt: Packet;
   members: Membership;
+  dstMembers: Membership;
   sets: Map<string, PlanSet>;
   srcSet: AddrSet;
   dstSet: AddrSet;
@@ -164,8 +168,10 @@ function inSet(name: string, dir: 'src' | 'dst', c: MatchCtx): boolean {
     }
     case 'list':
       return k.members.some((m) => inSet(m, dir, c));
-    case 'dynamic':
-      // only the source's membership is known (from --member)
-      return dir === 'src' && c.members.phase === k.phase && c.members.groups.includes(k.group);
+    case 'dynamic': {
+      // membership as explain was told (--member, --dst-member)
+      const m = dir === 'src' ? c.members : c.dstMembers;
+      return m.phase === k.phase && m.groups.includes(k.group);
+    }
   }
 }

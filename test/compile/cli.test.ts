@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,6 +74,38 @@ describe('cellwall explain', () => {
     expect(j.logged).toEqual(['CW-ALLOW egress-restricted-1 ']);
     expect(j.locs[0].path).toMatch(/^security_groups\.trusted_local_networks_egress\[0\]/);
     expect(j.trace.at(-1).iptables).toMatch(/-j RETURN$/);
+  });
+
+  it('--dst-member: an app container of a dynamic group as the destination (app-to-app, step 2)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cw-explain-'));
+    dirs.push(dir);
+    const file = join(dir, 'apps.yaml');
+    writeFileSync(file, [
+      'version: 1', 'mode: enforce',
+      'networks: { overlay: [10.255.0.0/16] }',
+      'security_groups: { web: [ { protocol: tcp, destination: 0.0.0.0/0, ports: "8080" } ] }',
+      'groups: { frontend: { members: dynamic }, backend: { members: dynamic } }',
+      'segments: { shared: { container_network: overlay, egress: open } }',
+      'bindings: [ { security_groups: [web], phase: [running] } ]',
+      'policies: { default: deny, rules: [ { from: frontend, to: backend, protocol: tcp, ports: "8080" } ] }',
+    ].join('\n'));
+    const explain = async (o: Record<string, unknown>) => {
+      const c = ctx();
+      await runExplain(file, { segment: 'shared', src: '10.255.0.2', dst: '10.255.0.3', proto: 'tcp', port: '8080', member: ['frontend'], json: true, ...o }, c.ctx);
+      return JSON.parse(c.out.stdout) as { verdict: string; step: number; what: string; dstMembers?: string[]; dstPhase?: string };
+    };
+    // the destination in backend's running or staging member set: the policy allows it
+    expect(await explain({ dstMember: ['backend'] })).toMatchObject({ verdict: 'allow', step: 2, what: 'policy frontend -> backend tcp 8080', dstMembers: ['backend'], dstPhase: 'running' });
+    expect(await explain({ dstMember: ['backend'], dstPhase: 'staging' })).toMatchObject({ verdict: 'allow', step: 2 });
+    // another port, another group, or no membership: the policies' default deny (the ASG allowing 8080 is never reached)
+    expect(await explain({ dstMember: ['backend'], port: '8081' })).toMatchObject({ verdict: 'deny', step: 2 });
+    expect(await explain({ dstMember: ['frontend'] })).toMatchObject({ verdict: 'deny', step: 2, what: 'policies.default deny' });
+    const none = await explain({});
+    expect(none).toMatchObject({ verdict: 'deny', step: 2 });
+    expect(none.dstMembers).toBeUndefined();
+    await expect(explain({ dstMember: ['overlay'] })).rejects.toThrow(/--dst-member "overlay": not a dynamic group .*follows from --dst/);
+    await expect(explain({ dstPhase: 'staging' })).rejects.toThrow(/--dst-phase needs --dst-member/);
+    await expect(explain({ dstMember: ['backend'], dstPhase: 'later' })).rejects.toThrow(/--dst-phase: expected running or staging/);
   });
 
   it('ungoverned sources are untouched; bad queries are clear errors', async () => {

@@ -67,6 +67,8 @@ export interface ExplainQuery {
   port?: number;
   phase?: 'running' | 'staging';
   member?: string;
+  dstPhase?: 'running' | 'staging';
+  dstMember?: string;
 }
 
 export function explainArgv(file: string, q: ExplainQuery): string[] {
@@ -74,6 +76,7 @@ export function explainArgv(file: string, q: ExplainQuery): string[] {
   if (q.port !== undefined) args.push('--port', String(q.port));
   if (q.phase) args.push('--phase', q.phase);
   if (q.member) args.push('--member', q.member);
+  if (q.dstMember) args.push('--dst-member', q.dstMember, '--dst-phase', q.dstPhase ?? 'running');
   return args;
 }
 
@@ -106,6 +109,7 @@ export async function explainInProcess(file: string, q: ExplainQuery): Promise<E
   const o: Record<string, unknown> = { segment: q.segment, src: q.src, dst: q.dst, proto: q.proto, json: true, phase: q.phase ?? 'running' };
   if (q.port !== undefined) o.port = String(q.port);
   if (q.member) o.member = [q.member];
+  if (q.dstMember) Object.assign(o, { dstMember: [q.dstMember], dstPhase: q.dstPhase ?? 'running' });
   const rc = await runExplain(file, o, ctx);
   if (rc !== 0 || code !== 0) throw new Error(`explain ${explainArgv(file, q).join(' ')}: exit ${rc || code}\n${err}`);
   return JSON.parse(out) as Explained;

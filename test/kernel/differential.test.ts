@@ -20,26 +20,14 @@ import { stringify } from 'yaml';
 import { kernelGate } from '../helpers/caps.js';
 import { dynamicSetName } from '../../src/policy/names.js';
 import { Topology, type Outcome } from './netns.js';
-import { compile, explain, explainInProcess, waitFor, type Explained, type ExplainQuery } from './cli.js';
-import { DIFF_SIDES, genPolicy, genProbes, Rand, type Mode, type ProbeSpec } from './gen.js';
+import { compile, explain, explainInProcess, waitFor, type Explained } from './cli.js';
+import { DIFF_SIDES, genPolicy, genProbes, probeQuery, Rand, type Mode } from './gen.js';
 
 const kernel = kernelGate();
 
 const SEEDS = [0x5eed01, 0x5eed02, 0x5eed03, 0x5eed04, 0x5eed05, 0x5eed06];
 const PROBES_PER_POLICY = 25;
 
-function query(p: ProbeSpec): ExplainQuery {
-  const v6 = p.dst.includes(':');
-  return {
-    segment: 'seg',
-    src: p.src.addr,
-    dst: p.dst,
-    proto: p.proto === 'icmp' ? (v6 ? 'icmpv6' : 'icmp') : p.proto,
-    port: p.port,
-    phase: p.src.phase,
-    member: p.src.member,
-  };
-}
 
 /** what the kernel must do, given explain's verdict and the platform set up for the mode */
 function expected(mode: Mode, e: Explained): Outcome {
@@ -87,8 +75,8 @@ describe.skipIf(kernel.skip)('differential: explain vs the kernel, random polici
       }
       const probes = genProbes(r, PROBES_PER_POLICY);
       const explained: Explained[] = [];
-      for (const p of probes) explained.push(await explainInProcess(file, query(p)));
-      const viaCli = await Promise.all(probes.slice(0, 2).map((p) => explain(file, query(p))));
+      for (const p of probes) explained.push(await explainInProcess(file, probeQuery(p)));
+      const viaCli = await Promise.all(probes.slice(0, 2).map((p) => explain(file, probeQuery(p))));
       expect(viaCli, 'explain process vs in-process').toEqual(explained.slice(0, 2));
       const wants = explained.map((e) => expected(mode, e));
       const got = await Promise.all(
@@ -97,7 +85,10 @@ describe.skipIf(kernel.skip)('differential: explain vs the kernel, random polici
       const bad: string[] = [];
       probes.forEach((p, i) => {
         const want = wants[i];
-        for (const key of [`${explained[i].verdict}/${got[i].outcome}`, `step ${explained[i].step} ${explained[i].verdict}`]) {
+        const keys = [`${explained[i].verdict}/${got[i].outcome}`, `step ${explained[i].step} ${explained[i].verdict}`];
+        // destinations in a dynamic group's member set (explain --dst-member)
+        if (probeQuery(p).dstMember) keys.push(`member destination: step ${explained[i].step} ${explained[i].verdict}`);
+        for (const key of keys) {
           seen.set(key, (seen.get(key) ?? 0) + 1);
         }
         if (got[i].outcome !== want) {
@@ -118,7 +109,8 @@ describe.skipIf(kernel.skip)('differential: explain vs the kernel, random polici
   it('the seeds exercised allow, reject, drop and untouched packets, decided at every step', () => {
     const keys = [...seen.keys()];
     const outcomes = ['allow/ok', 'deny/refused', 'deny/timeout', 'untouched/ok', 'untouched/timeout'];
-    const steps = ['step 2 allow', 'step 2 deny', 'step 3 deny', 'step 4 allow', 'step 5 deny'];
+    const steps = ['step 2 allow', 'step 2 deny', 'step 3 deny', 'step 4 allow', 'step 5 deny',
+      'member destination: step 2 allow', 'member destination: step 2 deny'];
     for (const k of [...outcomes, ...steps]) {
       expect(keys, JSON.stringify(Object.fromEntries(seen))).toContain(k);
     }

@@ -5,6 +5,7 @@
  * kinds of governed source (plain container, dynamic member running and
  * staging, static group member) and one source cellwall does not govern.
  */
+import type { ExplainQuery } from './cli.js';
 import { DEFAULT_SIDES, PORTS, type Proto, type SideSpec } from './netns.js';
 
 /** mulberry32 (bench/data/geoip.ts): same seed, same sequence */
@@ -90,7 +91,7 @@ export const DIFF_SIDES: SideSpec[] = [
 const APP_GROUPS = ['space-a', 'ops', 'web'] as const;
 
 function genAppRule(r: Rand): Record<string, unknown> {
-  const rule: Record<string, unknown> = { from: r.pick(APP_GROUPS), to: r.pick(['web', 'web', 'ops'] as const) };
+  const rule: Record<string, unknown> = { from: r.pick(APP_GROUPS), to: r.pick(['web', 'web', 'ops', 'space-a'] as const) };
   const protocol = r.pick([undefined, 'tcp', 'udp', 'tcp'] as const);
   if (protocol) {
     rule.protocol = protocol;
@@ -146,8 +147,13 @@ export interface Source {
   dsts: readonly string[];
 }
 
-const APP4 = ['10.255.0.2', '10.255.0.4'];
-const APP6 = ['fd00:255::2', 'fd00:255::4'];
+const APP4 = ['10.255.0.2', '10.255.0.4', '10.255.0.3', '10.255.0.5'];
+const APP6 = ['fd00:255::2', 'fd00:255::4', 'fd00:255::3', 'fd00:255::5'];
+
+/** destinations in a dynamic group's member set (the test adds them), told to explain with --dst-member / --dst-phase */
+export const DST_MEMBERS: Record<string, { group: string; phase: 'running' | 'staging' }> = Object.fromEntries(
+  ['10.255.0.', 'fd00:255::'].flatMap((p) => [[`${p}3`, { group: 'space-a', phase: 'running' }], [`${p}5`, { group: 'space-a', phase: 'staging' }]]),
+);
 const PEER4 = ['10.255.1.2', '10.255.1.3'];
 const PEER6 = ['fd00:255:0:1::2', 'fd00:255:0:1::3'];
 const VPC4 = ['10.0.0.10'];
@@ -156,9 +162,8 @@ const INET4 = ['203.0.113.10', '203.0.113.11', '198.51.100.10'];
 const INET6 = ['2001:db8::10', '2001:db8::11'];
 
 /**
- * Governed sources. Destinations inside the container network are only
- * addresses whose group explain can know (static groups or none): the
- * members of dynamic sets are known to explain for the source only.
+ * Governed sources. Destinations inside the container network are addresses
+ * of static groups, of no group, or members of space-a (DST_MEMBERS).
  */
 export const SOURCES: Source[] = [
   ...([
@@ -182,6 +187,17 @@ export const UNGOVERNED: Source[] = [
 ];
 
 export interface ProbeSpec { src: Source; dst: string; proto: Proto; port?: number }
+
+/** what explain is asked for a probe (segment `seg`): its source's and destination's dynamic membership included */
+export function probeQuery(p: ProbeSpec): ExplainQuery {
+  const v6 = p.dst.includes(':');
+  const dm = DST_MEMBERS[p.dst];
+  return {
+    segment: 'seg', src: p.src.addr, dst: p.dst, proto: p.proto === 'icmp' ? (v6 ? 'icmpv6' : 'icmp') : p.proto,
+    port: p.port, phase: p.src.phase, member: p.src.member,
+    ...(dm ? { dstMember: dm.group, dstPhase: dm.phase } : {}),
+  };
+}
 
 /** n probes; the first ones come from the ungoverned sources */
 export function genProbes(r: Rand, n: number): ProbeSpec[] {

@@ -21,8 +21,8 @@ import { stringify } from 'yaml';
 import { kernelGate } from '../helpers/caps.js';
 import { dynamicSetName } from '../../src/policy/names.js';
 import { Topology, type Outcome, type ProbeResult } from '../kernel/netns.js';
-import { explainInProcess, waitFor, type Explained, type ExplainQuery } from '../kernel/cli.js';
-import { DIFF_SIDES, genPolicy, genProbes, Rand, type Mode, type ProbeSpec } from '../kernel/gen.js';
+import { explainInProcess, waitFor, type Explained } from '../kernel/cli.js';
+import { DIFF_SIDES, genPolicy, genProbes, probeQuery, Rand, type Mode, type ProbeSpec } from '../kernel/gen.js';
 import { compileNft } from './nft.js';
 
 const kernel = kernelGate(['ip', 'nft', 'socat', 'ping', 'iptables-restore', 'ip6tables-restore', 'ipset']);
@@ -30,13 +30,6 @@ const kernel = kernelGate(['ip', 'nft', 'socat', 'ping', 'iptables-restore', 'ip
 const SEEDS = [0x5eed01, 0x5eed02, 0x5eed03, 0x5eed04, 0x5eed05, 0x5eed06];
 const PROBES_PER_POLICY = 25;
 
-function query(p: ProbeSpec): ExplainQuery {
-  const v6 = p.dst.includes(':');
-  return {
-    segment: 'seg', src: p.src.addr, dst: p.dst, proto: p.proto === 'icmp' ? (v6 ? 'icmpv6' : 'icmp') : p.proto,
-    port: p.port, phase: p.src.phase, member: p.src.member,
-  };
-}
 
 function expected(e: Explained): Outcome {
   if (e.verdict === 'allow') return 'ok';
@@ -106,7 +99,7 @@ describe.skipIf(kernel.skip)('differential: nft and iptables backends vs explain
     try {
       const probes = genProbes(r, PROBES_PER_POLICY);
       const explained: Explained[] = [];
-      for (const p of probes) explained.push(await explainInProcess(file, query(p)));
+      for (const p of probes) explained.push(await explainInProcess(file, probeQuery(p)));
       const wants = explained.map(expected);
 
       await loadNft(c.file);
