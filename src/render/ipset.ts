@@ -171,7 +171,8 @@ export function lookupCost(list: boolean, lines: number, memberships: number, ru
  * members. So sets go by cost, and a list as soon as its last member is
  * in, when it costs more than the next set. At CF scale this cut the modelled
  * lookup time of ipset restore + iptables-restore + ip6tables-restore
- * from 122 s to 103 s (largest-first with every list last).
+ * from 122 s to 103 s, and the measured load from 165.2 s to 133.6 s
+ * (against largest-first with every list last).
  */
 function loadOrder(input: IpsetInput): number[] {
   const { meta, names } = input;
