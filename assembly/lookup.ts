@@ -6,7 +6,7 @@
 import { alloc, recReserve, rp, rn, accBegin } from './mem';
 import { radixSort, setPasses } from './sort';
 import { blocksOf, blocksOfRange } from './render';
-import { parseItem, F_ADDRS, rFam, rSlo, rShi } from './parse';
+import { parseItem, scanTo, F_ADDRS, rFam, rSlo, rShi } from './parse';
 
 export let tablePtr: usize = 0;
 
@@ -114,8 +114,7 @@ export function lookupText(t4: usize, n4: usize, t6: usize, n6: usize, text: usi
   let s = text;
   let k: usize = 0;
   while (true) {
-    let e = s;
-    while (e < end && load<u8>(e) != 10) e++;
+    const e = scanTo(s, end, 10);
     let r: i64 = -2;
     if (parseItem(s, e, F_ADDRS) == 0) {
       r = rFam == 4 ? search(t4, n4, 0, rSlo) : search(t6, n6, rShi, rSlo);

@@ -325,7 +325,7 @@ export function parseLines(buf: usize, len: usize, flags: u32, line0: u32): u32 
         let ie = is;
         let a = is, b = ie;
         if (exact) { ie = e; b = e; } else {
-          while (ie < e && load<u8>(ie) != 44) ie++;
+          ie = scanTo(ie, e, 44);
           // trim item
           b = ie;
           while (a < b && isSpace(<u32>load<u8>(a))) a++;
@@ -334,8 +334,7 @@ export function parseLines(buf: usize, len: usize, flags: u32, line0: u32): u32 
         const code = parseItem(a, b, flags);
         if (code == 0) {
           okCount++;
-          if (rFam == 4) push4(<u32>rSlo, <u32>rElo);
-          else push6(rShi, rSlo, rEhi, rElo);
+          pushParsed();
         } else {
           errCount++;
           const q = recReserve(32);
@@ -367,8 +366,7 @@ export function parseEntries(buf: usize, len: usize, flags: u32): u32 {
   let s = buf;
   let n: u32 = 0;
   while (true) {
-    let e = s;
-    while (e < end && load<u8>(e) != 10) e++;
+    const e = scanTo(s, end, 10);
     const code = parseItem(s, e, flags);
     const q = recReserve(64);
     store<i32>(q, code);
@@ -376,8 +374,7 @@ export function parseEntries(buf: usize, len: usize, flags: u32): u32 {
     const t0 = outLen();
     if (code == 0) {
       okCount++;
-      if (rFam == 4) push4(<u32>rSlo, <u32>rElo);
-      else push6(rShi, rSlo, rEhi, rElo);
+      pushParsed();
     } else {
       errCount++;
       store<u32>(q, <u32>(errPos - s), 4);
@@ -415,6 +412,27 @@ function renderDec(v: u32): void {
 }
 export { renderDec };
 
+/** the first byte `ch` at or after p, or end */
+// @ts-ignore: decorator
+@inline export function scanTo(p: usize, end: usize, ch: u8): usize {
+  while (p < end && load<u8>(p) != ch) p++;
+  return p;
+}
+
+/** the item parseItem() just read, into the address accumulator */
+// @ts-ignore: decorator
+@inline function pushParsed(): void {
+  if (rFam == 4) push4(<u32>rSlo, <u32>rElo);
+  else push6(rShi, rSlo, rEhi, rElo);
+}
+
+/** `bytes` bytes of a normalize4/6 result (at resPtr) appended to the output vector */
+function appendResult(bytes: usize): void {
+  if (bytes == 0) return;
+  memory.copy(outReserve(bytes), resPtr, bytes);
+  outAdvance(bytes);
+}
+
 /**
  * Lists mode: one comma list per line ('\n' separated), items taken verbatim
  * (no trimming, no comments): every ASG destination of a policy in one call.
@@ -430,19 +448,16 @@ export function parseLists(buf: usize, len: usize, flags: u32): u32 {
   let ls = buf;
   let n: u32 = 0;
   while (true) {
-    let le = ls;
-    while (le < end && load<u8>(le) != 10) le++;
+    const le = scanTo(ls, end, 10);
     accClear();
     let good: u32 = 0, bad: u32 = 0;
     let is = ls;
     while (true) {
-      let ie = is;
-      while (ie < le && load<u8>(ie) != 44) ie++;
+      const ie = scanTo(is, le, 44);
       const code = parseItem(is, ie, flags);
       if (code == 0) {
         good++;
-        if (rFam == 4) push4(<u32>rSlo, <u32>rElo);
-        else push6(rShi, rSlo, rEhi, rElo);
+        pushParsed();
       } else bad++;
       if (ie >= le) break;
       is = ie + 1;
@@ -451,17 +466,9 @@ export function parseLists(buf: usize, len: usize, flags: u32): u32 {
     const off = <u32>outLen();
     if (bad == 0) {
       n4 = normalize4();
-      if (n4) {
-        const q = outReserve(<usize>n4 << 3);
-        memory.copy(q, resPtr, <usize>n4 << 3);
-        outAdvance(<usize>n4 << 3);
-      }
+      appendResult(<usize>n4 << 3);
       n6 = normalize6();
-      if (n6) {
-        const q = outReserve(<usize>n6 << 5);
-        memory.copy(q, resPtr, <usize>n6 << 5);
-        outAdvance(<usize>n6 << 5);
-      }
+      appendResult(<usize>n6 << 5);
     }
     okCount += good; errCount += bad;
     const r = recReserve(24);
