@@ -2,7 +2,6 @@
  * `cellwall compile` and `cellwall explain`: loaded lazily by src/cli/compile.ts
  * and src/cli/explain.ts.
  */
-import { createHash } from 'node:crypto';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,7 +14,7 @@ import { ipsetInput, renderIpset, renderIpsetBytes } from '../render/ipset.js';
 import type { IpsetWorkerResult, RedundancyResult, WorkerJob } from './worker.js';
 import { packRedundancy, provideRedundant, redundantAsgRules } from './redundancy.js';
 import { renderIptables, ruleText } from '../render/iptables.js';
-import { familyCounts, manifestFamilies, renderManifest, type FileSum, type Payloads } from '../render/manifest.js';
+import { familyCounts, fileSum, manifestFamilies, renderManifest, type FileSum, type Payloads } from '../render/manifest.js';
 import { evaluatePlan, type Evaluation, type Membership, type Packet, type PacketProto } from './evaluate.js';
 import { compileSegment, type CompileResult } from './index.js';
 import type { Plan } from './plan.js';
@@ -158,10 +157,6 @@ function earlyWorker(file: string): CompileWorker | undefined {
 
 /** policy files from this size start the worker (the CF-scale bench policy: 23 MB) */
 const WORKER_FILE_BYTES = 1 << 20;
-
-function fileSum(b: Buffer): FileSum {
-  return { sha256: createHash('sha256').update(b).digest('hex'), bytes: b.length };
-}
 
 
 /** Payloads plus manifest, keyed by the file names `compile --out` writes. */
@@ -335,8 +330,11 @@ function intOption(name: string, v: string | undefined, min: number, max: number
   return Number(v);
 }
 
+/** An explain query: the packet and the dynamic membership of its source and destination. */
+export interface ExplainQuery { packet: Packet; src: Membership; dst: Membership }
+
 /** Turn explain options into a packet and membership, checking them against the policy. */
-export function explainQuery(policy: Policy, o: ExplainCliOptions): { packet: Packet; phase: Phase; groups: string[]; dst: Membership } {
+export function explainQuery(policy: Policy, o: ExplainCliOptions): ExplainQuery {
   if (!o.src) throw new CellwallError('--src IP is required');
   if (!o.dst) throw new CellwallError('--dst IP is required');
   const phaseOf = (option: string, v: string | undefined): Phase => {
@@ -370,7 +368,7 @@ export function explainQuery(policy: Policy, o: ExplainCliOptions): { packet: Pa
   const code = intOption('code', o.code, 0, 255);
   if ((proto === 'tcp' || proto === 'udp') && (type !== undefined || code !== undefined)) throw new CellwallError(`--type/--code are for icmp/icmpv6 only`);
   const packet: Packet = { src: o.src, dst: o.dst, proto, ...(port !== undefined ? { port } : {}), ...(type !== undefined ? { type } : {}), ...(code !== undefined ? { code } : {}), established: !!o.established };
-  return { packet, phase, groups, dst: { phase: dstPhase, groups: dstGroups } };
+  return { packet, src: { phase, groups }, dst: { phase: dstPhase, groups: dstGroups } };
 }
 
 export async function runExplain(file: string, o: ExplainCliOptions, ctx: CliContext): Promise<number> {
@@ -378,7 +376,7 @@ export async function runExplain(file: string, o: ExplainCliOptions, ctx: CliCon
   const segment = requireSegment(policy, o.segment);
   const q = explainQuery(policy, o);
   const { plan } = compileSegment(policy, segment);
-  const ev = evaluatePlan(plan, q.packet, { phase: q.phase, groups: q.groups }, q.dst);
+  const ev = evaluatePlan(plan, q.packet, q.src, q.dst);
   if (o.json) {
     ctx.stdout.write(JSON.stringify(explainJson(plan, ev, q), null, 2) + '\n');
     return 0;
@@ -387,10 +385,10 @@ export async function runExplain(file: string, o: ExplainCliOptions, ctx: CliCon
   return 0;
 }
 
-function explainJson(plan: Plan, ev: Evaluation, q: { packet: Packet; phase: Phase; groups: string[]; dst: Membership }) {
+function explainJson(plan: Plan, ev: Evaluation, q: ExplainQuery) {
   const sets = new Map(plan.families[ev.family].sets.map((s) => [s.name, s]));
   return {
-    segment: plan.segment, mode: plan.mode, packet: q.packet, phase: q.phase, members: q.groups,
+    segment: plan.segment, mode: plan.mode, packet: q.packet, phase: q.src.phase, members: q.src.groups,
     ...(q.dst.groups.length ? { dstPhase: q.dst.phase, dstMembers: q.dst.groups } : {}),
     verdict: ev.verdict, target: ev.target, ...(ev.rejectWith ? { rejectWith: ev.rejectWith } : {}),
     step: ev.step, stepName: ev.step === null ? null : STEP_NAMES[ev.step], what: ev.what,

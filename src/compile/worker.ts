@@ -31,15 +31,14 @@ export interface RedundancyResult { id: number; found: Redundant[][] }
 
 async function ipset(job: Extract<WorkerJob, { kind: 'ipset' }>): Promise<void> {
   const bytes = renderIpsetInput(job.input);
-  if (job.writeTo) {
-    // the write runs on libuv's threads while this one hashes
-    const writing = writeFile(job.writeTo, bytes).then(() => undefined, (e: Error) => e.message);
-    const sha256 = createHash('sha256').update(bytes).digest('hex');
+  // the write runs on libuv's threads while this one hashes
+  const writing = job.writeTo ? writeFile(job.writeTo, bytes).then(() => undefined, (e: Error) => e.message) : undefined;
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  if (writing) {
     const writeError = await writing;
     parentPort!.postMessage({ id: job.id, sha256, length: bytes.length, ...(writeError ? { writeError } : {}) } satisfies IpsetWorkerResult);
     return;
   }
-  const sha256 = createHash('sha256').update(bytes).digest('hex');
   // a Buffer may be a view of a larger pooled ArrayBuffer: transfer a buffer of its own
   const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : Uint8Array.prototype.slice.call(bytes);
   parentPort!.postMessage({ id: job.id, sha256, length: own.length, bytes: own } satisfies IpsetWorkerResult, [own.buffer as ArrayBuffer]);

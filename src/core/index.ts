@@ -209,11 +209,6 @@ function op6(kind: number, a: BigUint64Array, b: BigUint64Array): BigUint64Array
   return n ? new BigUint64Array(w.memory.buffer.slice(out, out + n * 32)) : EMPTY6;
 }
 
-/**
- * Union, intersection or difference of two normalised v4 range lists (sorted,
- * disjoint, non-adjacent, inclusive) in one sweep over both; same result as
- * the core's op4 (tested against it).
- */
 /** cidrCount() per set and family once known (sets are immutable; the compiler asks several times) */
 const COUNT4 = new WeakMap<AddrSet, number>();
 const COUNT6 = new WeakMap<AddrSet, number>();
@@ -245,6 +240,11 @@ export function jsCidrCount4(a: Uint32Array): number {
   return n;
 }
 
+/**
+ * Union, intersection or difference of two normalised v4 range lists (sorted,
+ * disjoint, non-adjacent, inclusive) in one sweep over both; same result as
+ * the core's op4 (tested against it).
+ */
 export function jsOp4(kind: number, a: Uint32Array, b: Uint32Array): Uint32Array {
   // at most one output range per input range
   const out = new Uint32Array(a.length + b.length);
@@ -468,10 +468,10 @@ export function parseLists(lists: string[], opts?: ParseOptions): Array<{ set: A
   const bytes = Buffer.from(lists.join('\n'), 'utf8');
   const n = w.parseLists(put(w, bytes), bytes.length, flagsOf(opts));
   if (n !== lists.length) throw new Error(`parseLists: ${n} lists read, ${lists.length} given`);
-  const recs = new Uint32Array(w.memory.buffer.slice(w.recPtr(), w.recPtr() + n * 24));
+  const recs = new Uint32Array(w.memory.buffer.slice(w.recPtr(), w.recPtr() + n * LIST_RECORD * 4));
   const out = w.memory.buffer.slice(w.outPtr(), w.outPtr() + w.outLen());
   const res: Array<{ set: AddrSet; count: number } | undefined> = new Array(n);
-  for (let i = 0, r = 0; i < n; i++, r += 6) {
+  for (let i = 0, r = 0; i < n; i++, r += LIST_RECORD) {
     if (recs[r + 1] !== 0) continue;
     const n4 = recs[r + 2], n6 = recs[r + 3], off = recs[r + 4];
     const v4 = n4 ? new Uint32Array(out, off, n4 * 2) : EMPTY4;
@@ -480,6 +480,9 @@ export function parseLists(lists: string[], opts?: ParseOptions): Array<{ set: A
   }
   return res;
 }
+
+/** u32 words per list in parseLists' records (assembly/parse.ts): good, bad, v4 ranges, v6 ranges, offset, pad */
+const LIST_RECORD = 6;
 
 /** Errors of one input of aggregateText(). */
 export interface InputErrors { input: number; errors: LineError[] }

@@ -138,7 +138,6 @@ function hostKey(v: bigint, f: 4 | 6): Buffer {
   return k;
 }
 
-
 /**
  * Make the membership change in the live maps with one LPM update/delete per
  * changed address, when that gives exactly the canonical maps a rebuild would

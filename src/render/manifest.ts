@@ -39,6 +39,12 @@ export function familyCounts(plan: Plan, f: Family): FamilyCounts {
 /** a file's sha256 and length, as the manifest lists it */
 export interface FileSum { sha256: string; bytes: number }
 
+export function fileSum(data: string | Buffer): FileSum {
+  return typeof data === 'string'
+    ? { sha256: sha256(data), bytes: Buffer.byteLength(data) }
+    : { sha256: createHash('sha256').update(data).digest('hex'), bytes: data.length };
+}
+
 /**
  * `known`: sums of files already hashed (by name); `parts`: manifestFamilies(plan),
  * when already computed (compile builds them while a worker renders the ipset payload).
@@ -49,9 +55,7 @@ export function renderManifest(plan: Plan, payloads: Payloads | Record<string, s
     const k = known[name];
     if (k) files[name] = k;
     else if (text === null) throw new Error(`manifest: no sum for ${name}`);
-    else files[name] = typeof text === 'string'
-      ? { sha256: sha256(text), bytes: Buffer.byteLength(text) }
-      : { sha256: createHash('sha256').update(text).digest('hex'), bytes: text.length };
+    else files[name] = fileSum(text);
   }
   const fams = parts ?? manifestFamilies(plan);
   const manifest = {
