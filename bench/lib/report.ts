@@ -50,10 +50,15 @@ function fmtFigure(f: Figure | null): string {
   if (!f) return '-';
   if (f.unit === 'count') return f.value.toLocaleString('en-US');
   if (f.unit === 'bytes') return f.value >= 2 ** 20 ? `${(f.value / 2 ** 20).toFixed(1)} MiB` : `${(f.value / 1024).toFixed(1)} KiB`;
-  if (f.unit === 'ms') return f.value >= 1000 ? `${(f.value / 1000).toFixed(2)} s` : `${f.value.toFixed(1)} ms`;
+  if (f.unit === 'ms') return f.value >= 1000 ? `${(f.value / 1000).toFixed(2)} s` : f.value >= 1 ? `${f.value.toFixed(1)} ms` : `${(f.value * 1000).toFixed(0)} µs`;
   if (f.value >= 1e6) return `${(f.value / 1e6).toFixed(2)} M/s`;
   if (f.value >= 1e3) return `${(f.value / 1e3).toFixed(1)} k/s`;
   return `${f.value.toFixed(0)} /s`;
+}
+
+/** two decimals, or two significant digits below 0.1 (a first packet 400x slower is 0.0025x, not 0.00x) */
+function fmtRatio(r: number): string {
+  return r >= 0.1 ? `${r.toFixed(2)}x` : `${r.toPrecision(2)}x`;
 }
 
 export function formatTable(rows: Row[]): string {
@@ -63,7 +68,7 @@ export function formatTable(rows: Row[]): string {
     fmtFigure(r.cellwall),
     r.peer?.name ?? '-',
     fmtFigure(r.peer),
-    r.ratio === null ? '-' : `${r.ratio.toFixed(2)}x`,
+    r.ratio === null ? '-' : fmtRatio(r.ratio),
     r.target === null ? '-' : `>= ${r.target}x`,
     verdict(r) + (r.note ? ` (${r.note.length > 70 ? `${r.note.slice(0, 67)}...` : r.note})` : ''),
   ]);
