@@ -82,6 +82,11 @@ function tmpName(name: string): string {
   return `.${name}.tmp`;
 }
 
+/** remove these files of `dir` (temporary files of a compile that failed), whether they exist or not */
+async function removeAll(dir: string, files: string[]): Promise<void> {
+  for (const f of files) await rm(join(dir, f), { force: true }).catch(() => {});
+}
+
 /** set entries from which the worker pays off (its start and the copy of the sets cost ~50 ms) */
 const IPSET_WORKER_ENTRIES = 200_000;
 
@@ -250,7 +255,7 @@ async function compileWith(file: string, o: CompileCliOptions, ctx: CliContext, 
     files = await renderFiles(result.plan, o.backend, inWorker ? worker : undefined, o.out && !o.print ? o.out : undefined, written);
   } catch (e) {
     // files written early are not renamed into place: nothing in --out changed
-    for (const tmp of written) await rm(join(o.out!, tmp), { force: true }).catch(() => {});
+    await removeAll(o.out!, written);
     throw e;
   }
   t(inWorker ? 'render (the ipset payload in a worker thread)' : 'render');
@@ -264,7 +269,7 @@ async function compileWith(file: string, o: CompileCliOptions, ctx: CliContext, 
         if (text !== null) await writeFile(join(o.out, tmpName(name)), text);
       }
     } catch (e) {
-      for (const name of names) await rm(join(o.out, tmpName(name)), { force: true }).catch(() => {});
+      await removeAll(o.out, names.map(tmpName));
       throw e;
     }
     for (const name of names) await rename(join(o.out, tmpName(name)), join(o.out, name));

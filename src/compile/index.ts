@@ -613,7 +613,7 @@ class FamilyCompiler {
       // the set serves one more entry: note where it comes from (up to 64 locations)
       for (const l of locs) {
         if (existing.locs.length >= 64) break;
-        if (!existing.locs.some((e) => e === l || (e.line === l.line && e.col === l.col && e.file === l.file))) existing.locs = [...existing.locs, l];
+        if (!existing.locs.some((e) => sameLoc(e, l))) existing.locs = [...existing.locs, l];
       }
       return name;
     }
