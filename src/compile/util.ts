@@ -1,5 +1,4 @@
 /** Small helpers shared by the compiler, renderers and explain. */
-import { createHash } from 'node:crypto';
 import { basename, dirname, relative } from 'node:path';
 import type { AddrSet } from '../core/index.js';
 import type { SourceLoc } from '../errors.js';
@@ -7,9 +6,7 @@ import type { PortRange } from '../policy/model.js';
 
 export const CELLWALL_VERSION = '0.1.0';
 
-export function sha256(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
-}
+export { sha256 } from '../core/sha256.js';
 
 /** Union of many sets (one implementation for the loader and the compiler). */
 export { unionAll } from '../policy/addresses.js';

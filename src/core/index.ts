@@ -12,7 +12,7 @@
  * Every operation crosses the JS/WASM boundary once per call with bulk
  * buffers, never once per address.
  */
-import { createHash } from 'node:crypto';
+import { sha256 } from './sha256.js';
 import { CellwallError } from '../errors.js';
 import { reasonFor, type RawError } from './messages.js';
 import {
@@ -25,6 +25,9 @@ const EMPTY4 = new Uint32Array(0);
 const EMPTY6 = new BigUint64Array(0);
 const OP_UNION = 0, OP_INTERSECT = 1, OP_DIFF = 2;
 const enc = new TextEncoder();
+/** AddrSet.hashWith()'s buffer, grown as needed */
+let hashScratch = new Uint8Array(4096);
+let hashView = new DataView(hashScratch.buffer);
 const dec = new TextDecoder();
 
 export class AddrSet {
@@ -131,13 +134,20 @@ export class AddrSet {
   }
   /** hash() of the set with a text before it, in one digest (content-addressed names) */
   hashWith(prefix: string): string {
-    const h = createHash('sha256');
-    if (prefix) h.update(prefix);
-    const n4 = new Uint32Array([this.v4.length, this.v6.length]);
-    h.update(new Uint8Array(n4.buffer));
-    h.update(new Uint8Array(this.v4.buffer, this.v4.byteOffset, this.v4.byteLength));
-    h.update(new Uint8Array(this.v6.buffer, this.v6.byteOffset, this.v6.byteLength));
-    return h.digest('hex');
+    // one buffer, one digest: prefix (UTF-8), the two range counts, the v4 then v6 ranges
+    const v4 = new Uint8Array(this.v4.buffer, this.v4.byteOffset, this.v4.byteLength);
+    const v6 = new Uint8Array(this.v6.buffer, this.v6.byteOffset, this.v6.byteLength);
+    const need = prefix.length * 3 + 8 + v4.length + v6.length;
+    if (hashScratch.length < need) {
+      hashScratch = new Uint8Array(Math.max(need, hashScratch.length * 2));
+      hashView = new DataView(hashScratch.buffer);
+    }
+    const p = prefix ? enc.encodeInto(prefix, hashScratch).written : 0;
+    hashView.setUint32(p, this.v4.length, true);
+    hashView.setUint32(p + 4, this.v6.length, true);
+    hashScratch.set(v4, p + 8);
+    hashScratch.set(v6, p + 8 + v4.length);
+    return sha256(hashScratch.subarray(0, p + 8 + v4.length + v6.length));
   }
   /** Addresses in the set, per family (BigInt, exact). */
   size(family: Family): bigint {

@@ -3,7 +3,7 @@
  * GUIDs, space names such as `Space.A`): they are mapped to a restricted
  * alphabet here and never reach a shell or a kernel name as written.
  */
-import { createHash } from 'node:crypto';
+import { sha256 } from '../core/sha256.js';
 import type { Phase } from './model.js';
 
 /** ipset names are limited to 31 characters; `cw-d-` + stem + `-r4` leaves 22 for the stem. */
@@ -18,7 +18,7 @@ const HASHED_PREFIX = 13;
 export function groupStem(group: string): string {
   const clean = group.toLowerCase().replace(/[^a-z0-9-]/g, '-');
   if (clean.length <= MAX_STEM) return clean;
-  const digest = createHash('sha256').update(group, 'utf8').digest('hex').slice(0, 8);
+  const digest = sha256(group).slice(0, 8);
   return `${clean.slice(0, HASHED_PREFIX)}-${digest}`;
 }
 

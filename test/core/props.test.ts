@@ -3,9 +3,11 @@
  * ref.ts, on random v4/v6 sets biased towards edge cases: /0, /32, /128,
  * 255.255.255.255, ::, and clustered (adjacent / overlapping) blocks.
  */
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AddrSet, Lookup, parseEntries, parseLists, jsCidrCount4, jsOp4 } from '../../src/core/index.js';
+import { sha256 } from '../../src/core/sha256.js';
 import * as R from './ref.js';
 
 type Ent = { f: R.Fam; text: string; iv: R.Iv };
@@ -172,6 +174,36 @@ describe('core vs reference (fast-check)', () => {
       expect(a2.hash()).toBe(a.hash());
       const b = AddrSet.of(eb.map((e) => e.text));
       expect(a.hash() === b.hash()).toBe(a.equals(b));
+    }), RUNS);
+  });
+
+  it('hashWith is sha256 of prefix, range counts and ranges (the content addresses of set names stay what they were)', () => {
+    // the definition, streamed through createHash (hashWith builds one buffer for a one-shot digest)
+    const def = (s: AddrSet, prefix: string) => {
+      const h = createHash('sha256');
+      h.update(prefix, 'utf8');
+      h.update(new Uint8Array(new Uint32Array([s.v4.length, s.v6.length]).buffer));
+      h.update(new Uint8Array(s.v4.buffer, s.v4.byteOffset, s.v4.byteLength));
+      h.update(new Uint8Array(s.v6.buffer, s.v6.byteOffset, s.v6.byteLength));
+      return h.digest('hex');
+    };
+    fc.assert(fc.property(entries, fc.string({ unit: 'binary', maxLength: 40 }), (ea, prefix) => {
+      const a = AddrSet.of(ea.map((e) => e.text));
+      expect(a.hashWith(prefix)).toBe(def(a, prefix));
+      expect(a.hash()).toBe(def(a, ''));
+    }), RUNS);
+    // larger than the first scratch buffer, after a small one
+    const big = AddrSet.of(Array.from({ length: 3000 }, (_, i) => `10.${i >> 8}.${i & 255}.0/25`).concat(['2001:db8::/64', '2001:db8:1::/64']));
+    expect(AddrSet.of(['192.0.2.1']).hashWith('net|4|')).toBe(def(AddrSet.of(['192.0.2.1']), 'net|4|'));
+    expect(big.hashWith('net|4|64/65536|')).toBe(def(big, 'net|4|64/65536|'));
+    expect(AddrSet.empty().hashWith('x')).toBe(def(AddrSet.empty(), 'x'));
+  });
+
+  it('sha256 (one-shot where Node has it) equals createHash for text and bytes', () => {
+    fc.assert(fc.property(fc.string({ unit: 'binary', maxLength: 200 }), (t) => {
+      expect(sha256(t)).toBe(createHash('sha256').update(t, 'utf8').digest('hex'));
+      const b = new TextEncoder().encode(t);
+      expect(sha256(b)).toBe(createHash('sha256').update(b).digest('hex'));
     }), RUNS);
   });
 });
