@@ -38,13 +38,11 @@ export function forwardJump(plan: Plan, fp: FamilyPlan): string {
   return `-I FORWARD 1 -m comment --comment ${iptQuote(plan.jumpComment)} -j ${fp.top}`;
 }
 
-/** The rule's text after `-A CHAIN`. */
+/** The rule's text after `-A CHAIN` (concatenated, not joined: one copy when the payload's lines are joined). */
 export function ruleText(plan: Plan, family: Family, r: PlanRule, sets: Map<string, PlanSet>): string {
-  const parts = [...matchParts(family, r.match, sets)];
-  if (r.target.kind === 'log') parts.push(LOG_LIMIT);
-  parts.push('-m comment --comment', iptQuote(ruleComment(plan, r)));
-  parts.push(targetText(plan, family, r.target));
-  return parts.join(' ');
+  let t = matchText(family, r.match, sets);
+  if (r.target.kind === 'log') t += `${LOG_LIMIT} `;
+  return `${t}-m comment --comment ${iptQuote(ruleComment(plan, r))} ${targetText(plan, family, r.target)}`;
 }
 
 export function ruleComment(plan: Plan, r: PlanRule): string {
@@ -53,24 +51,25 @@ export function ruleComment(plan: Plan, r: PlanRule): string {
   return `${where}${r.what}${more}`;
 }
 
-function matchParts(family: Family, m: PlanMatch, sets: Map<string, PlanSet>): string[] {
-  const out: string[] = [];
+/** the match options, each followed by a space ('' for none) */
+function matchText(family: Family, m: PlanMatch, sets: Map<string, PlanSet>): string {
+  let out = '';
   if (m.proto) {
     const icmp = m.proto === 'icmp' || m.proto === 'icmpv6';
-    out.push(`-p ${m.proto === 'icmpv6' ? 'ipv6-icmp' : m.proto}`);
+    out += `-p ${m.proto === 'icmpv6' ? 'ipv6-icmp' : m.proto} `;
     if (icmp && m.icmp && m.icmp.type !== -1) {
       const t = m.icmp.code === -1 ? `${m.icmp.type}` : `${m.icmp.type}/${m.icmp.code}`;
-      out.push(family === 4 ? `-m icmp --icmp-type ${t}` : `-m icmp6 --icmpv6-type ${t}`);
+      out += family === 4 ? `-m icmp --icmp-type ${t} ` : `-m icmp6 --icmpv6-type ${t} `;
     }
     if (!icmp && m.dports && m.dports.length) {
       const one = m.dports.length === 1;
       const spec = m.dports.map((p) => (p.from === p.to ? `${p.from}` : `${p.from}:${p.to}`)).join(',');
-      out.push(one ? `-m ${m.proto} --dport ${spec}` : `-m multiport --dports ${spec}`);
+      out += one ? `-m ${m.proto} --dport ${spec} ` : `-m multiport --dports ${spec} `;
     }
   }
-  if (m.src) out.push(setMatch(m.src.set, 'src', m.src.negate, sets));
-  if (m.dst) out.push(setMatch(m.dst.set, 'dst', m.dst.negate, sets));
-  if (m.ctstate) out.push(`-m conntrack --ctstate ${m.ctstate}`);
+  if (m.src) out += `${setMatch(m.src.set, 'src', m.src.negate, sets)} `;
+  if (m.dst) out += `${setMatch(m.dst.set, 'dst', m.dst.negate, sets)} `;
+  if (m.ctstate) out += `-m conntrack --ctstate ${m.ctstate} `;
   return out;
 }
 

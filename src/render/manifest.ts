@@ -125,18 +125,41 @@ class JsonLines {
  * JSON.stringify(v, null, 2), except that arrays of objects (chains, sets, the
  * source map: ~10^5 entries at CF scale) hold one compact object per line:
  * half the bytes, faster to write and read, still one entry per line for diff.
+ * The pieces go to one list joined once (a nested join would copy the ~20 MB
+ * of a CF-scale source map once per level).
  */
-export function prettyJson(v: unknown, indent = ''): string {
+export function prettyJson(v: unknown): string {
+  const out: string[] = [];
+  writePretty(v, '', out);
+  return out.join('');
+}
+
+function writePretty(v: unknown, indent: string, out: string[]): void {
   const inner = `${indent}  `;
-  const lines = (xs: string[]) => (xs.length ? `[\n${inner}${xs.join(`,\n${inner}`)}\n${indent}]` : '[]');
+  const lines = (xs: string[]) => {
+    if (!xs.length) { out.push('[]'); return; }
+    out.push(`[\n${inner}`);
+    const sep = `,\n${inner}`;
+    for (let i = 0; i < xs.length; i++) {
+      if (i) out.push(sep);
+      out.push(xs[i]);
+    }
+    out.push(`\n${indent}]`);
+  };
   if (v instanceof JsonLines) return lines(v.lines);
   if (Array.isArray(v) && v.length && v.every((x) => x !== null && typeof x === 'object' && !Array.isArray(x))) {
     return lines(v.map((x) => JSON.stringify(x)));
   }
   if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
     const entries = Object.entries(v).filter(([, x]) => x !== undefined);
-    if (!entries.length) return '{}';
-    return `{\n${entries.map(([k, x]) => `${inner}${JSON.stringify(k)}: ${prettyJson(x, inner)}`).join(',\n')}\n${indent}}`;
+    if (!entries.length) { out.push('{}'); return; }
+    out.push('{\n');
+    entries.forEach(([k, x], i) => {
+      out.push(`${i ? ',\n' : ''}${inner}${JSON.stringify(k)}: `);
+      writePretty(x, inner, out);
+    });
+    out.push(`\n${indent}}`);
+    return;
   }
-  return JSON.stringify(v, null, 2).replace(/\n/g, `\n${indent}`);
+  out.push(JSON.stringify(v, null, 2).replace(/\n/g, `\n${indent}`));
 }
