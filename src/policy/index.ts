@@ -45,13 +45,14 @@ const MAX_OVERLAP_CHECK = 500;
 
 /** Load and validate a policy file. Throws DiagnosticsError with every problem found. */
 export async function loadPolicy(file: string): Promise<Policy> {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(file, 'utf8');
+    bytes = await readFile(file);
   } catch (e) {
     throw new CellwallError(`cannot read policy ${file}: ${ioReason(e)}`);
   }
-  return loadPolicyText(text, file, dirname(file));
+  // the bytes as well: the policy hash copies an ASCII file's scalars from them
+  return loadPolicyText(bytes.toString('utf8'), file, dirname(file), bytes);
 }
 
 function ioReason(e: unknown): string {
@@ -108,14 +109,14 @@ class Loader {
   async external(r: Reader, node: Node, path: string, name: string): Promise<{ reader: Reader; root: Node } | undefined> {
     const full = isAbsolute(name) ? name : resolve(this.baseDir, name);
     const shown = isAbsolute(name) ? name : join(this.baseDir, name);
-    let text: string;
+    let bytes: Buffer;
     try {
-      text = await readFile(full, 'utf8');
+      bytes = await readFile(full);
     } catch (e) {
       r.error(node, path, `cannot read ${JSON.stringify(name)}: ${ioReason(e)}`, `a path relative to ${this.baseDir}`);
       return undefined;
     }
-    const src = new SourceFile(shown, text, this.diags);
+    const src = new SourceFile(shown, bytes.toString('utf8'), this.diags, bytes);
     if (!src.ok) return undefined;
     const reader = new Reader(src, this.diags);
     if (src.root == null) {
@@ -556,13 +557,13 @@ function byPosition(files: string[]): (a: Diagnostic, b: Diagnostic) => number {
  * Load and validate policy text. `file` names it in messages; CF JSON paths
  * resolve against `baseDir` (default: the file's directory).
  */
-export async function loadPolicyText(text: string, file: string, baseDir: string = dirname(file)): Promise<Policy> {
+export async function loadPolicyText(text: string, file: string, baseDir: string = dirname(file), bytes?: Uint8Array): Promise<Policy> {
   const L = new Loader(file, baseDir);
   const fail = (): never => {
     const files = [file, ...[...new Set(L.diags.items.map((d) => d.loc.file))].filter((f) => f !== file)];
     throw new DiagnosticsError([...L.diags.items].sort(byPosition(files)));
   };
-  const src = new SourceFile(file, text, L.diags);
+  const src = new SourceFile(file, text, L.diags, bytes);
   if (!src.ok) fail();
   const r = new Reader(src, L.diags);
   if (src.root == null) {

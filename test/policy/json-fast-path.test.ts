@@ -111,6 +111,34 @@ describe('the JSON scanner builds the YAML parser\'s tree', () => {
   }
 });
 
+describe('the policy hash reads the file\'s bytes when they are ASCII', () => {
+  // the bytes the hash is fed
+  const canonicalWith = (text: string, bytes?: Uint8Array) => {
+    const chunks: Buffer[] = [];
+    new SourceFile('p.json', text, new Diags(), bytes).writeCanonical(100, (c) => chunks.push(Buffer.from(c)));
+    return Buffer.concat(chunks).toString('latin1');
+  };
+  const utf8Of = (s: string) => Buffer.from(s, 'utf8').toString('latin1');
+  it('the same canonical form with the bytes as read, without them, and from the value', () => {
+    // generated CF-scale text is ASCII and spans several 64 KB chunks
+    const big = JSON.stringify(generateCfScale(3, { asgs: 150, rulesPerAsg: 10, maxDestinations: 200, spaces: 12, apps: 30, appRules: 60, globalAsgs: 3 }));
+    expect(big.length).toBeGreaterThan(3 * 65536);
+    for (const text of [...TRICKY, big, JSON.stringify(small, null, 2)]) {
+      const c = canonicalWith(text, Buffer.from(text, 'utf8'));
+      expect(c).toBe(canonicalWith(text));
+      expect(c).toBe(utf8Of(canonical(JSON.parse(text))));
+    }
+  });
+  it('bytes that are not ASCII (invalid UTF-8 included) hash the decoded text', () => {
+    const bytes = Buffer.concat([Buffer.from('{"a": "caf'), Buffer.from([0xe9]), Buffer.from('", "b": "\\u00e9t\\u00e9"}')]);
+    const text = bytes.toString('utf8');
+    // one replacement character per invalid byte: as many UTF-16 units as bytes
+    expect(text.length).toBe(bytes.length);
+    expect(canonicalWith(text, bytes)).toBe(utf8Of(canonical(JSON.parse(text))));
+    expect(canonicalWith(text, bytes)).toContain(utf8Of('caf\ufffd'));
+  });
+});
+
 describe('anything that is not plain JSON goes to the YAML parser', () => {
   const cases: Array<[string, string]> = [
     ['a comment', '{"a": 1} # note'],
