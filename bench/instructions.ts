@@ -8,9 +8,11 @@
  *
  * DIR: checkouts with a build (`dist/src`), default this one; the runs
  * alternate between them. Wall time on this machine varies by 15-25% from
- * run to run, too much to see a 2% change; these counts repeat within ~0.1%
- * at a tenth of CF scale and ~1% at full scale (V8's heuristics), and the
- * payload bytes must agree between the builds. Instructions are not time
+ * run to run, too much to see a 2% change; these counts repeat within 0.02%
+ * (at a tenth of CF scale and at full scale), and the payload bytes must
+ * agree between the builds. Judge a change at full scale: a small change can
+ * move a garbage collection across the end of a smaller run, and the count
+ * jumps by the collection (-1.0% at a tenth, +0.05% at full scale, once). Instructions are not time
  * (cache misses, the second thread and the kernel are not in them): a change
  * that shows here still needs its wall-clock figure.
  */
