@@ -45,8 +45,15 @@ export function countInstructions(dir: string, policy: string, segment: string, 
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { policy: { type: 'string' }, segment: { type: 'string', default: SEGMENT }, runs: { type: 'string', default: '2' }, tenth: { type: 'boolean', default: false } },
+    options: {
+      policy: { type: 'string' }, segment: { type: 'string', default: SEGMENT }, runs: { type: 'string', default: '2' },
+      tenth: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false },
+    },
   });
+  if (values.help) {
+    console.log('usage: node dist/bench/instructions.js [--policy FILE] [--segment S] [--runs N] [--tenth] [DIR...]  (DIR: a checkout with a build; default .)');
+    return 0;
+  }
   const policy = values.policy ?? (values.tenth ? cfScaleFile(42, scaledShape(10), 'tenth') : cfScaleFile());
   const dirs = positionals.length ? positionals : ['.'];
   const runs = Math.max(1, Number(values.runs));
