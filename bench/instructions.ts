@@ -12,9 +12,11 @@
  * (at a tenth of CF scale and at full scale), and the payload bytes must
  * agree between the builds. Judge a change at full scale: a small change can
  * move a garbage collection across the end of a smaller run, and the count
- * jumps by the collection (-1.0% at a tenth, +0.05% at full scale, once). Instructions are not time
- * (cache misses, the second thread and the kernel are not in them): a change
- * that shows here still needs its wall-clock figure.
+ * jumps by the collection (-1.0% at a tenth, +0.05% at full scale, once).
+ * Instructions are not time (cache misses, the second thread and the kernel
+ * are not in them): a change that shows here still needs its wall-clock
+ * figure. And V8 under --predictable collects garbage differently from a
+ * real run, so GC flags are out of this tool's reach.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
