@@ -26,7 +26,7 @@ import {
 } from '../ebpf/load.js';
 import type { MapContents, MapMember } from '../ebpf/maps.js';
 import type { Plan } from '../compile/plan.js';
-import { sha } from '../state/index.js';
+import { sha256 } from '../core/sha256.js';
 import {
   checkBpffs, ebpfStateDir, hostExec, readLiveEbpf, readMembers, writeApplied, type EbpfLive, type LiveGeneration,
 } from '../state/ebpf.js';
@@ -184,7 +184,7 @@ export async function wantedContents(input: EbpfInput, members: MapMember[]): Pr
 }
 
 export const targetOf = (objects: EbpfObject[], mapsHash: string): string =>
-  sha(`${objects.map((o) => `${o.variant}\0${sha(o.object.toString('base64'))}`).join('\0')}\0maps\0${mapsHash}`);
+  sha256(`${objects.map((o) => `${o.variant}\0${sha256(o.object.toString('base64'))}`).join('\0')}\0maps\0${mapsHash}`);
 
 function describe(e: unknown): string {
   if (e instanceof StepError) return `step ${e.step}: ${e.message}`;

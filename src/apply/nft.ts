@@ -23,7 +23,7 @@ import {
   desiredNft, diffNft, emptyNftPlan, formatNftPlan, forwardDropChains, loadNft, NFT_REF, nftStateHash, nftTransactions, readLiveNft, restoreScript, scriptMode, snapshotNft, stagingName, txnText,
   type NftPlan, type NftRunError, type NftState,
 } from '../state/nft.js';
-import { sha } from '../state/index.js';
+import { sha256 } from '../core/sha256.js';
 import { acquireLock } from './lock.js';
 import { inputStamp, type InputSpec } from './source.js';
 import { cellwallVersion, ensureStateDir, journalPath, manifestPath, readJson, writeAtomic } from './statedir.js';
@@ -133,7 +133,7 @@ export async function applyNft(input: NftInput, opts: NftApplyOptions): Promise<
   const log = opts.log ?? (() => undefined);
   const warnings: string[] = [];
   const reason = 'chosen with --backend nft';
-  const target = sha(`ruleset.nft\0${input.script}`);
+  const target = sha256(`ruleset.nft\0${input.script}`);
   const wanted = async (): Promise<NftState> => (input.desired ??= await desiredOf(input));
   const prev = await readJson<NftManifest>(manifestPath(opts.stateDir));
   /**

@@ -6,7 +6,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CellwallError } from '../errors.js';
-import { sha, type CellState } from '../state/index.js';
+import { sha256 } from '../core/sha256.js';
+import type { CellState } from '../state/index.js';
 import { isCwChain, normalizeRule, ruleTarget, tokenize, type CwJump, type FamilyState, type IpFamily } from '../state/iptables.js';
 import { isCwSet, parseIpset } from '../state/ipset.js';
 
@@ -33,7 +34,7 @@ export async function readPayloadDir(dir: string): Promise<Payload> {
 }
 
 export function payloadHash(p: Payload): string {
-  return sha(`ipset.restore\0${p.ipset}\0iptables.v4\0${p.v4}\0iptables.v6\0${p.v6}`);
+  return sha256(`ipset.restore\0${p.ipset}\0iptables.v4\0${p.v4}\0iptables.v6\0${p.v6}`);
 }
 
 function fail(file: string, line: number, msg: string, expected: string): never {

@@ -5,7 +5,8 @@
  * transaction per family) that carry it out.
  */
 import { CellwallError } from '../errors.js';
-import { sha, type CellState } from '../state/index.js';
+import { sha256 } from '../core/sha256.js';
+import type { CellState } from '../state/index.js';
 import { quoteWord, type CwJump, type CwRule, type FamilyState, type IpFamily } from '../state/iptables.js';
 import type { IpSetState } from '../state/ipset.js';
 
@@ -31,7 +32,7 @@ export interface Plan { v4: FamilyPlan; v6: FamilyPlan; sets: SetsPlan; empty: b
 /** "desiredChainHash=liveChainHash" pairs learned at verify time (see apply) */
 export type Equivalences = Set<string>;
 
-export const chainHash = (rules: CwRule[]): string => sha(rules.map((r) => r.norm).join('\n'));
+export const chainHash = (rules: CwRule[]): string => sha256(rules.map((r) => r.norm).join('\n'));
 
 function diffRules(want: CwRule[], have: CwRule[]): ChainChange & { same: boolean } {
   const a = want.map((r) => r.norm);
@@ -131,7 +132,7 @@ export function setsScript(want: Map<string, IpSetState>, have: Map<string, IpSe
   return s.done();
 }
 
-export const tempSetName = (name: string): string => `cw-tmp-${sha(name).slice(0, 12)}`;
+export const tempSetName = (name: string): string => `cw-tmp-${sha256(name).slice(0, 12)}`;
 
 /** step 2: one iptables-restore --noflush transaction for a family, or null when nothing changes */
 export function iptablesScript(want: FamilyState, have: FamilyState, p: FamilyPlan): Script | null {

@@ -8,10 +8,10 @@
  *    the iptables payloads and the manifest. Answers with the sha256 and the
  *    bytes (transferred, not copied) or, when it wrote them, their length.
  */
-import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { parentPort } from 'node:worker_threads';
 import { renderIpsetInput, type IpsetInput } from '../render/ipset.js';
+import { sha256 } from '../core/sha256.js';
 import { findPackedRedundant, type RedundancyInput, type Redundant } from './redundancy.js';
 
 export type WorkerJob =
@@ -33,15 +33,15 @@ async function ipset(job: Extract<WorkerJob, { kind: 'ipset' }>): Promise<void> 
   const bytes = renderIpsetInput(job.input);
   // the write runs on libuv's threads while this one hashes
   const writing = job.writeTo ? writeFile(job.writeTo, bytes).then(() => undefined, (e: Error) => e.message) : undefined;
-  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  const sum = sha256(bytes);
   if (writing) {
     const writeError = await writing;
-    parentPort!.postMessage({ id: job.id, sha256, length: bytes.length, ...(writeError ? { writeError } : {}) } satisfies IpsetWorkerResult);
+    parentPort!.postMessage({ id: job.id, sha256: sum, length: bytes.length, ...(writeError ? { writeError } : {}) } satisfies IpsetWorkerResult);
     return;
   }
   // a Buffer may be a view of a larger pooled ArrayBuffer: transfer a buffer of its own
   const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : Uint8Array.prototype.slice.call(bytes);
-  parentPort!.postMessage({ id: job.id, sha256, length: own.length, bytes: own } satisfies IpsetWorkerResult, [own.buffer as ArrayBuffer]);
+  parentPort!.postMessage({ id: job.id, sha256: sum, length: own.length, bytes: own } satisfies IpsetWorkerResult, [own.buffer as ArrayBuffer]);
 }
 
 // one job at a time, in the order they arrive

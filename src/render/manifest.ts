@@ -3,7 +3,6 @@
  * payload, rule/set/entry counts and the source map (rule -> policy entries).
  * Deterministic: no timestamps, so an unchanged policy gives identical bytes.
  */
-import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import type { Family } from '../core/index.js';
 import type { Plan } from '../compile/plan.js';
@@ -40,9 +39,7 @@ export function familyCounts(plan: Plan, f: Family): FamilyCounts {
 export interface FileSum { sha256: string; bytes: number }
 
 export function fileSum(data: string | Buffer): FileSum {
-  return typeof data === 'string'
-    ? { sha256: sha256(data), bytes: Buffer.byteLength(data) }
-    : { sha256: createHash('sha256').update(data).digest('hex'), bytes: data.length };
+  return { sha256: sha256(data), bytes: typeof data === 'string' ? Buffer.byteLength(data) : data.length };
 }
 
 /**

@@ -2,7 +2,7 @@
  * Live netfilter state of a cell in the plan's terms: the CW- part of the
  * v4 and v6 filter tables and the cw- ipsets, plus canonical hashes.
  */
-import { createHash } from 'node:crypto';
+import { sha256 } from '../core/sha256.js';
 import { runOk } from './exec.js';
 import type { Tools } from './backend.js';
 import { cwPartOf, parseSave, type FamilyState } from './iptables.js';
@@ -52,12 +52,9 @@ export function setsText(sets: Map<string, IpSetState>): string {
   return lines.join('\n') + '\n';
 }
 
-const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
-
 export interface StateHashes { v4: string; v6: string; sets: string }
 
 export function stateHashes(s: CellState): StateHashes {
-  return { v4: sha(familyText(s.v4)), v6: sha(familyText(s.v6)), sets: sha(setsText(s.sets)) };
+  return { v4: sha256(familyText(s.v4)), v6: sha256(familyText(s.v6)), sets: sha256(setsText(s.sets)) };
 }
 
-export { sha };

@@ -12,7 +12,7 @@
 import { CellwallError } from '../errors.js';
 import { NFT_FAMILY, NFT_TABLE, nftQuote } from '../render/nft.js';
 import { run } from './exec.js';
-import { sha } from './index.js';
+import { sha256 } from '../core/sha256.js';
 
 export const NFT_REF = `${NFT_FAMILY} ${NFT_TABLE}`;
 export const isDynamicSet = (name: string): boolean => name.startsWith('cw-d-');
@@ -154,7 +154,7 @@ export function nftStateText(s: NftState | null): string {
   return lines.join('\n') + '\n';
 }
 
-export const nftStateHash = (s: NftState | null): string => sha(nftStateText(s));
+export const nftStateHash = (s: NftState | null): string => sha256(nftStateText(s));
 
 /** an object whose declaration differs, and the fields that differ (`comment`, `type`, `prio`, ...) */
 export interface Redeclared { name: string; fields: string[] }
